@@ -1,0 +1,33 @@
+"""Versioned wire records, the msgpack codec and JSON Schema export."""
+
+from schemas.codec import DecodeError, decode_event, decode_record, encode, register_codec
+from schemas.fields import SchemaError
+from schemas.records import (
+    ALL_RECORDS,
+    ChatEnd,
+    DurationLabel,
+    Join,
+    Leave,
+    MatchDecision,
+    ProfileUpdate,
+    Record,
+    TickStats,
+)
+
+__all__ = [
+    "ALL_RECORDS",
+    "ChatEnd",
+    "DecodeError",
+    "DurationLabel",
+    "Join",
+    "Leave",
+    "MatchDecision",
+    "ProfileUpdate",
+    "Record",
+    "SchemaError",
+    "TickStats",
+    "decode_event",
+    "decode_record",
+    "encode",
+    "register_codec",
+]

@@ -1,0 +1,110 @@
+"""Declarative field specs shared by validation and JSON Schema export.
+
+Why one spec drives both: upstream teams in other languages read the exported JSON Schema, and the worker
+validates with the same rules, so the two can never drift apart.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+Kind = Literal["str", "int", "float", "bool", "str_list"]
+
+MAX_STR = 256
+MAX_LIST = 64
+
+
+class SchemaError(ValueError):
+    """A record failed validation; ``field`` names the offending field (dotted with the record type)."""
+
+    def __init__(self, record: str, field: str, message: str) -> None:
+        self.record = record
+        self.field = field
+        self.message = message
+        super().__init__(f"{record}.{field}: {message}")
+
+
+@dataclass(frozen=True, slots=True)
+class Field:
+    """One record field: its kind, whether it is required, and bounds a value must respect."""
+
+    name: str
+    kind: Kind
+    doc: str
+    required: bool = True
+    minimum: float | None = None
+    enum: tuple[str, ...] | None = None
+
+    def check(self, record: str, value: Any) -> Any:
+        """Return the value normalised to its kind, or raise :class:`SchemaError` saying what is wrong."""
+        if self.kind == "str":
+            if not isinstance(value, str):
+                raise SchemaError(record, self.name, f"expected a string, got {_describe(value)}")
+            if not value or len(value) > MAX_STR:
+                raise SchemaError(record, self.name, f"expected 1..{MAX_STR} characters, got {len(value)}")
+            if self.enum is not None and value not in self.enum:
+                raise SchemaError(record, self.name, f"expected one of {list(self.enum)}, got {value!r}")
+            return value
+        if self.kind == "bool":
+            if not isinstance(value, bool):
+                raise SchemaError(record, self.name, f"expected true/false, got {_describe(value)}")
+            return value
+        if self.kind == "int":
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise SchemaError(record, self.name, f"expected an integer, got {_describe(value)}")
+            self._check_min(record, value)
+            return value
+        if self.kind == "float":
+            if isinstance(value, bool) or not isinstance(value, int | float):
+                raise SchemaError(record, self.name, f"expected a number, got {_describe(value)}")
+            number = float(value)
+            if not math.isfinite(number):
+                raise SchemaError(record, self.name, f"expected a finite number, got {number}")
+            self._check_min(record, number)
+            return number
+        # str_list
+        if not isinstance(value, list | tuple):
+            raise SchemaError(record, self.name, f"expected a list of strings, got {_describe(value)}")
+        if len(value) > MAX_LIST:
+            raise SchemaError(record, self.name, f"expected at most {MAX_LIST} entries, got {len(value)}")
+        for item in value:
+            if not isinstance(item, str) or not item or len(item) > MAX_STR:
+                raise SchemaError(record, self.name, f"expected non-empty strings, got {_describe(item)}")
+        return tuple(value)
+
+    def _check_min(self, record: str, value: float) -> None:
+        if self.minimum is not None and value < self.minimum:
+            raise SchemaError(record, self.name, f"expected >= {self.minimum}, got {value}")
+
+    def json_schema(self) -> dict[str, Any]:
+        """This field as a JSON Schema property."""
+        out: dict[str, Any]
+        if self.kind == "str":
+            out = {"type": "string", "minLength": 1, "maxLength": MAX_STR}
+            if self.enum is not None:
+                out["enum"] = list(self.enum)
+        elif self.kind == "bool":
+            out = {"type": "boolean"}
+        elif self.kind == "int":
+            out = {"type": "integer"}
+        elif self.kind == "float":
+            out = {"type": "number"}
+        else:
+            out = {
+                "type": "array",
+                "maxItems": MAX_LIST,
+                "items": {"type": "string", "minLength": 1, "maxLength": MAX_STR},
+            }
+        if self.minimum is not None:
+            out["minimum"] = self.minimum
+        out["description"] = self.doc
+        return out
+
+
+def _describe(value: Any) -> str:
+    text = repr(value)
+    if len(text) > 40:
+        text = text[:37] + "..."
+    return f"{type(value).__name__} {text}"

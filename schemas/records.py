@@ -1,0 +1,246 @@
+"""Versioned records: the input events upstream apps publish and the outcome records the engine emits.
+
+Every record on the wire is a map with ``type`` (record name) and ``v`` (schema version) next to its fields.
+Readers accept every version in ``SUPPORTED_VERSIONS`` so producers can be upgraded before consumers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar, TypeVar
+
+from schemas.fields import Field, SchemaError
+
+SCHEMA_VERSION = 1
+SUPPORTED_VERSIONS = frozenset({1})
+
+_USER = Field("user_id", "str", "Stable user identifier.")
+_SHARD = Field("shard", "str", "Matching pool the user waits in (region, language, ...); the Kafka key.")
+_TS = Field("ts", "float", "Event time, seconds since the Unix epoch (client clock).", minimum=0.0)
+_MATCH = Field("match_id", "str", "Identifier of the match decision this event refers to.")
+
+_PROFILE = (
+    Field("country", "str", "ISO country code of the user.", required=False),
+    Field("language", "str", "Preferred language code.", required=False),
+    Field("gender", "str", "Self-declared gender.", required=False),
+    Field("age_band", "str", "Age band, e.g. '18-24'.", required=False),
+)
+_FILTERS = (
+    Field("want_country", "str_list", "Only match partners from these countries (empty: any).", required=False),
+    Field("want_language", "str_list", "Only match partners speaking one of these (empty: any).", required=False),
+    Field("want_gender", "str_list", "Only match partners of these genders (empty: any).", required=False),
+)
+
+END_REASONS = ("hangup", "skip", "disconnect", "report", "timeout")
+
+R = TypeVar("R", bound="Record")
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """Base of all records; subclasses declare ``TYPE`` and ``FIELDS`` in wire order."""
+
+    TYPE: ClassVar[str] = ""
+    FIELDS: ClassVar[tuple[Field, ...]] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        """Wire form: the fields plus ``type`` and ``v``; optional fields left at their default are omitted."""
+        out: dict[str, Any] = {"type": self.TYPE, "v": SCHEMA_VERSION}
+        for key, value in asdict(self).items():
+            if value is None or value == ():
+                continue
+            out[key] = list(value) if isinstance(value, tuple) else value
+        return out
+
+    @classmethod
+    def from_dict(cls: type[R], data: dict[str, Any]) -> R:
+        """Validate a decoded wire map and build the record; raise :class:`SchemaError` naming the bad field."""
+        version = data.get("v", SCHEMA_VERSION)
+        if version not in SUPPORTED_VERSIONS:
+            raise SchemaError(cls.TYPE, "v", f"unsupported schema version {version!r}")
+        values: dict[str, Any] = {}
+        for spec in cls.FIELDS:
+            raw = data.get(spec.name)
+            if raw is None:
+                if spec.required:
+                    raise SchemaError(cls.TYPE, spec.name, "is required")
+                continue
+            values[spec.name] = spec.check(cls.TYPE, raw)
+        known = {spec.name for spec in cls.FIELDS} | {"type", "v"}
+        unknown = sorted(str(k) for k in data if k not in known)
+        if unknown:
+            raise SchemaError(cls.TYPE, unknown[0], "unknown field")
+        return cls(**values)
+
+    @classmethod
+    def json_schema(cls) -> dict[str, Any]:
+        """JSON Schema (draft 2020-12) of this record's wire form."""
+        props: dict[str, Any] = {
+            "type": {"const": cls.TYPE},
+            "v": {"type": "integer", "enum": sorted(SUPPORTED_VERSIONS)},
+        }
+        props.update({spec.name: spec.json_schema() for spec in cls.FIELDS})
+        return {
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "$id": f"tickmatch/{cls.TYPE}.v{SCHEMA_VERSION}.json",
+            "title": cls.TYPE,
+            "description": (cls.__doc__ or "").strip().splitlines()[0],
+            "type": "object",
+            "properties": props,
+            "required": ["type"] + [spec.name for spec in cls.FIELDS if spec.required],
+            "additionalProperties": False,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Join(Record):
+    """A user starts waiting for a partner in a shard."""
+
+    TYPE: ClassVar[str] = "join"
+    FIELDS: ClassVar[tuple[Field, ...]] = (_USER, _SHARD, _TS, *_PROFILE, *_FILTERS)
+
+    user_id: str
+    shard: str
+    ts: float
+    country: str | None = None
+    language: str | None = None
+    gender: str | None = None
+    age_band: str | None = None
+    want_country: tuple[str, ...] = ()
+    want_language: tuple[str, ...] = ()
+    want_gender: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class Leave(Record):
+    """A waiting user gives up before being matched."""
+
+    TYPE: ClassVar[str] = "leave"
+    FIELDS: ClassVar[tuple[Field, ...]] = (_USER, _SHARD, _TS)
+
+    user_id: str
+    shard: str
+    ts: float
+
+
+@dataclass(frozen=True, slots=True)
+class ChatEnd(Record):
+    """One participant's client reports that a matched chat ended."""
+
+    TYPE: ClassVar[str] = "chat-end"
+    FIELDS: ClassVar[tuple[Field, ...]] = (
+        _MATCH,
+        _USER,
+        _SHARD,
+        Field("ended_at", "float", "When the chat ended, seconds since the epoch (client clock).", minimum=0.0),
+        Field("reason", "str", "Why the chat ended.", enum=END_REASONS),
+    )
+
+    match_id: str
+    user_id: str
+    shard: str
+    ended_at: float
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class ProfileUpdate(Record):
+    """Profile attributes changed; a waiting user's features are refreshed in place."""
+
+    TYPE: ClassVar[str] = "profile-update"
+    FIELDS: ClassVar[tuple[Field, ...]] = (_USER, _SHARD, _TS, *_PROFILE)
+
+    user_id: str
+    shard: str
+    ts: float
+    country: str | None = None
+    language: str | None = None
+    gender: str | None = None
+    age_band: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MatchDecision(Record):
+    """The engine paired two waiting users in one tick."""
+
+    TYPE: ClassVar[str] = "match-decision"
+    FIELDS: ClassVar[tuple[Field, ...]] = (
+        _MATCH,
+        Field("tick_id", "int", "Monotonic tick number of the worker that decided.", minimum=0),
+        _SHARD,
+        Field("user_a", "str", "First user of the pair."),
+        Field("user_b", "str", "Second user of the pair."),
+        Field("score", "float", "Predicted value of the pair under the model."),
+        Field("model_version", "str", "Version of the scoring model used."),
+        Field("policy", "str", "Matching policy name (experiment arm)."),
+        Field("decided_at", "float", "Worker clock at decision, seconds since the epoch.", minimum=0.0),
+        Field("wait_a_s", "float", "How long user_a had waited.", minimum=0.0),
+        Field("wait_b_s", "float", "How long user_b had waited.", minimum=0.0),
+    )
+
+    match_id: str
+    tick_id: int
+    shard: str
+    user_a: str
+    user_b: str
+    score: float
+    model_version: str
+    policy: str
+    decided_at: float
+    wait_a_s: float
+    wait_b_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class DurationLabel(Record):
+    """Training label: how long a matched chat lasted, or that it lasted at least ``duration_s`` (censored)."""
+
+    TYPE: ClassVar[str] = "duration-label"
+    FIELDS: ClassVar[tuple[Field, ...]] = (
+        _MATCH,
+        _SHARD,
+        Field("duration_s", "float", "Chat duration, or the lower bound when censored.", minimum=0.0),
+        Field("censored", "bool", "True when no end was reported in time: the chat lasted at least duration_s."),
+        Field("ends_reported", "int", "How many participants reported the end (0, 1 or 2).", minimum=0),
+        Field("model_version", "str", "Model version of the decision."),
+        Field("policy", "str", "Policy of the decision."),
+        Field("decided_at", "float", "Decision time copied from the decision.", minimum=0.0),
+    )
+
+    match_id: str
+    shard: str
+    duration_s: float
+    censored: bool
+    ends_reported: int
+    model_version: str
+    policy: str
+    decided_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class TickStats(Record):
+    """Per-tick health record of one worker: pool size, matches made and how long the tick took."""
+
+    TYPE: ClassVar[str] = "tick-stats"
+    FIELDS: ClassVar[tuple[Field, ...]] = (
+        Field("worker", "str", "Worker identifier."),
+        Field("tick_id", "int", "Monotonic tick number.", minimum=0),
+        Field("at", "float", "Worker clock at the start of the tick.", minimum=0.0),
+        Field("waiting", "int", "Users waiting over all local shards before matching.", minimum=0),
+        Field("pairs", "int", "Pairs decided in this tick.", minimum=0),
+        Field("elapsed_ms", "float", "Wall time of the matching work in this tick.", minimum=0.0),
+    )
+
+    worker: str
+    tick_id: int
+    at: float
+    waiting: int
+    pairs: int
+    elapsed_ms: float
+
+
+INPUT_EVENTS: dict[str, type[Record]] = {cls.TYPE: cls for cls in (Join, Leave, ChatEnd, ProfileUpdate)}
+OUTPUT_RECORDS: dict[str, type[Record]] = {cls.TYPE: cls for cls in (MatchDecision, DurationLabel, TickStats)}
+ALL_RECORDS: dict[str, type[Record]] = {**INPUT_EVENTS, **OUTPUT_RECORDS}
+
+InputEvent = Join | Leave | ChatEnd | ProfileUpdate

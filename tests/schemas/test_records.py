@@ -1,0 +1,107 @@
+"""Round trips and validation errors of every record type, and the exported JSON Schemas."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jsonschema
+import msgpack
+import orjson
+import pytest
+
+from schemas import (
+    ChatEnd,
+    DecodeError,
+    DurationLabel,
+    Join,
+    Leave,
+    MatchDecision,
+    ProfileUpdate,
+    Record,
+    TickStats,
+    decode_event,
+    decode_record,
+    encode,
+)
+from schemas.export import export_json_schemas
+
+SAMPLES: list[Record] = [
+    Join("u1", "lang-en", 1.5, country="US", language="en", gender="f", age_band="18-24", want_gender=("m",)),
+    Join("u2", "lang-en", 2.0),
+    Leave("u1", "lang-en", 3.0),
+    ChatEnd("m1", "u1", "lang-en", 10.0, "hangup"),
+    ProfileUpdate("u1", "lang-en", 4.0, language="es"),
+    MatchDecision("m1", 7, "lang-en", "u1", "u2", 0.5, "heuristic-v1", "greedy", 5.0, 1.0, 2.0),
+    DurationLabel("m1", "lang-en", 12.5, False, 2, "heuristic-v1", "greedy", 5.0),
+    TickStats("w1", 7, 5.0, 10, 3, 1.25),
+]
+
+
+@pytest.mark.parametrize("record", SAMPLES, ids=lambda r: r.TYPE)
+def test_round_trip(record: Record) -> None:
+    assert decode_record(encode(record)) == record
+
+
+def test_input_events_decode_with_decode_event() -> None:
+    for record in SAMPLES[:5]:
+        assert decode_event(encode(record)) == record
+
+
+def test_output_record_is_not_an_input_event() -> None:
+    with pytest.raises(DecodeError) as err:
+        decode_event(encode(SAMPLES[5]))
+    assert err.value.reason == "unknown-type"
+
+
+def _join(**changes: object) -> bytes:
+    data: dict[str, object] = {"type": "join", "v": 1, "user_id": "u1", "shard": "s", "ts": 1.0}
+    data.update(changes)
+    packed: bytes = msgpack.packb({k: v for k, v in data.items() if v is not None})
+    return packed
+
+
+@pytest.mark.parametrize(
+    ("payload", "reason", "text"),
+    [
+        (b"\xc1\xff garbage", "not-msgpack", "not a msgpack document"),
+        (msgpack.packb([1, 2]), "not-a-map", "expected a msgpack map, got list"),
+        (msgpack.packb({"type": "teleport"}), "unknown-type", "got 'teleport'"),
+        (_join(user_id=None), "invalid-field", "join.user_id: is required"),
+        (_join(user_id=42), "invalid-field", "join.user_id: expected a string, got int 42"),
+        (_join(user_id=""), "invalid-field", "join.user_id: expected 1..256 characters, got 0"),
+        (_join(ts=float("nan")), "invalid-field", "join.ts: expected a finite number"),
+        (_join(ts=-1.0), "invalid-field", "join.ts: expected >= 0.0, got -1.0"),
+        (_join(ts=True), "invalid-field", "join.ts: expected a number, got bool"),
+        (_join(want_gender="f"), "invalid-field", "join.want_gender: expected a list of strings"),
+        (_join(want_gender=["f", 3]), "invalid-field", "join.want_gender: expected non-empty strings"),
+        (_join(color="red"), "invalid-field", "join.color: unknown field"),
+        (_join(v=99), "invalid-field", "join.v: unsupported schema version 99"),
+        (
+            msgpack.packb(
+                {"type": "chat-end", "match_id": "m", "user_id": "u", "shard": "s", "ended_at": 1.0, "reason": "bored"}
+            ),
+            "invalid-field",
+            "chat-end.reason: expected one of",
+        ),
+        (b"x" * (64 * 1024 + 1), "too-large", "limit 65536"),
+        (None, "empty", "no value"),
+    ],
+)
+def test_validation_errors_name_the_problem(payload: bytes | None, reason: str, text: str) -> None:
+    with pytest.raises(DecodeError) as err:
+        decode_event(payload)
+    assert err.value.reason == reason
+    assert text in str(err.value)
+
+
+def test_exported_json_schemas_accept_our_records_and_reject_bad_ones(tmp_path: Path) -> None:
+    paths = export_json_schemas(tmp_path)
+    schemas = {p.name.split(".v")[0]: orjson.loads(p.read_bytes()) for p in paths}
+    assert set(schemas) == {r.TYPE for r in SAMPLES}
+    for record in SAMPLES:
+        jsonschema.validate(record.to_dict(), schemas[record.TYPE])
+    bad = SAMPLES[0].to_dict() | {"user_id": 5}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(bad, schemas["join"])
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(SAMPLES[0].to_dict() | {"extra": 1}, schemas["join"])
