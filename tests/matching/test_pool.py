@@ -1,0 +1,65 @@
+"""Pool store: slot reuse, growth, in-place updates, expiry."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from matching import Pool, PoolError, embed_profile
+from matching.pool import MAX_VALUES
+
+
+def vec(x: float, dim: int = 4) -> np.ndarray:
+    return np.full(dim, x, dtype=np.float32)
+
+
+def test_add_remove_reuses_slots_and_grows() -> None:
+    pool = Pool(4, capacity=2)
+    slots = [pool.add(f"u{i}", float(i), vec(i), {}, {}) for i in range(5)]
+    assert len(set(slots)) == 5 and pool.capacity >= 5 and len(pool) == 5
+    assert pool.emb.flags.c_contiguous and pool.emb.dtype == np.float32
+    assert np.array_equal(pool.emb[slots[3]], vec(3))
+    assert pool.remove("u1") == 1.0 and "u1" not in pool and pool.remove("u1") is None
+    assert pool.add("new", 9.0, vec(9), {}, {}) == slots[1]
+    assert sorted(pool.active_slots().tolist()) == sorted(slots)
+
+
+def test_repeated_join_keeps_original_join_time_and_refreshes_features() -> None:
+    pool = Pool(4)
+    slot = pool.add("u", 1.0, vec(1), {"country": "KR"}, {})
+    assert pool.add("u", 5.0, vec(2), {"country": "JP"}, {}) == slot
+    assert pool.joined_at[slot] == 1.0 and np.array_equal(pool.emb[slot], vec(2)) and len(pool) == 1
+
+
+def test_update_features_in_place() -> None:
+    pool = Pool(4)
+    slot = pool.add("u", 1.0, vec(1), {}, {})
+    assert pool.update_features("u", vec(3), {"language": "ko"})
+    assert np.array_equal(pool.emb[slot], vec(3)) and pool.attr[slot, 1] == pool.vocab["language"].code("ko")
+    assert not pool.update_features("nobody", vec(3), {})
+
+
+def test_expire_removes_only_long_waiters() -> None:
+    pool = Pool(4)
+    pool.add("old", 0.0, vec(0), {}, {})
+    pool.add("new", 90.0, vec(0), {}, {})
+    assert pool.expire(now=100.0, ttl_s=50.0) == [("old", 100.0)]
+    assert "new" in pool and "old" not in pool
+
+
+def test_too_many_attribute_values_is_a_clear_error() -> None:
+    pool = Pool(4)
+    for i in range(MAX_VALUES):
+        pool.add(f"u{i}", 0.0, vec(0), {"country": f"c{i}"}, {})
+    with pytest.raises(PoolError, match="more than 64 distinct values of country"):
+        pool.add("x", 0.0, vec(0), {"country": "one-too-many"}, {})
+
+
+def test_profile_embeddings_are_stable_and_similar_for_shared_attributes() -> None:
+    a = embed_profile({"language": "en", "country": "US"}, 32)
+    assert np.array_equal(a, embed_profile({"language": "en", "country": "US"}, 32))
+    assert abs(float(np.linalg.norm(a)) - 1.0) < 1e-5
+    same_lang = embed_profile({"language": "en", "country": "GB"}, 32)
+    other = embed_profile({"language": "ko", "country": "KR"}, 32)
+    assert float(a @ same_lang) > float(a @ other)
+    assert not embed_profile({}, 32).any()

@@ -1,0 +1,103 @@
+"""The chat-end ⋈ decision join, driven by an explicit clock (no sleeping)."""
+
+from __future__ import annotations
+
+from outcomes import EndOutcome, LabelJoin
+from schemas import ChatEnd, MatchDecision
+
+
+def decision(match_id: str, at: float = 100.0) -> MatchDecision:
+    return MatchDecision(match_id, 1, "s", "a", "b", 1.0, "v1", "p", at, 0.0, 0.0)
+
+
+def end(match_id: str, user: str, at: float) -> ChatEnd:
+    return ChatEnd(match_id, user, "s", at, "hangup")
+
+
+def make() -> LabelJoin:
+    return LabelJoin(grace_s=5.0, censor_after_s=60.0, orphan_grace_s=10.0)
+
+
+def test_both_ends_label_at_once_with_earliest_end() -> None:
+    join = make()
+    join.add_decision(decision("m"), now=100.0)
+    assert join.add_end(end("m", "a", 130.0), now=130.0) == (EndOutcome.ACCEPTED, None)
+    outcome, label = join.add_end(end("m", "b", 131.0), now=131.0)
+    assert outcome is EndOutcome.ACCEPTED and label is not None
+    assert (label.duration_s, label.censored, label.ends_reported) == (30.0, False, 2)
+    assert join.open_count == 0
+
+
+def test_one_end_labels_after_grace_not_before() -> None:
+    join = make()
+    join.add_decision(decision("m"), now=100.0)
+    join.add_end(end("m", "b", 120.0), now=120.0)
+    assert join.sweep(124.9) == ([], [])
+    labels, dead = join.sweep(125.0)
+    assert [(lb.duration_s, lb.ends_reported, lb.censored) for lb in labels] == [(20.0, 1, False)] and not dead
+
+
+def test_no_end_is_censored_at_the_deadline_exactly_once() -> None:
+    join = make()
+    join.add_decision(decision("m"), now=100.0)
+    assert join.sweep(159.0) == ([], [])
+    labels, _ = join.sweep(160.0)
+    assert [(lb.duration_s, lb.censored, lb.ends_reported) for lb in labels] == [(60.0, True, 0)]
+    assert join.sweep(1000.0) == ([], [])
+    assert join.add_end(end("m", "a", 170.0), now=170.0) == (EndOutcome.LATE, None)
+    assert join.late_ends == 1
+
+
+def test_clock_skew_never_gives_negative_duration() -> None:
+    join = make()
+    join.add_decision(decision("m"), now=100.0)
+    join.add_end(end("m", "a", 95.0), now=101.0)
+    _, label = join.add_end(end("m", "b", 99.0), now=101.0)
+    assert label is not None and label.duration_s == 0.0
+
+
+def test_orphan_is_held_then_dead_lettered() -> None:
+    join = make()
+    orphan = end("ghost", "a", 50.0)
+    assert join.add_end(orphan, now=50.0) == (EndOutcome.HELD, None)
+    assert join.sweep(59.9) == ([], [])
+    assert join.sweep(60.0) == ([], [orphan])
+
+
+def test_orphan_joined_when_its_decision_arrives_within_grace() -> None:
+    join = make()
+    join.add_end(end("m", "a", 130.0), now=100.5)
+    join.add_end(end("m", "b", 131.0), now=100.6)
+    labels, rejected = join.add_decision(decision("m"), now=101.0)
+    assert [lb.duration_s for lb in labels] == [30.0] and rejected == []
+    assert join.sweep(200.0) == ([], [])
+
+
+def test_wrong_user_and_duplicate_are_reported() -> None:
+    join = make()
+    join.add_decision(decision("m"), now=100.0)
+    assert join.add_end(end("m", "mallory", 110.0), now=110.0)[0] is EndOutcome.WRONG_USER
+    join.add_end(end("m", "a", 110.0), now=110.0)
+    assert join.add_end(end("m", "a", 111.0), now=111.0)[0] is EndOutcome.DUPLICATE
+
+
+def test_every_decision_gets_exactly_one_label() -> None:
+    join = make()
+    labels = []
+    for k in range(30):
+        join.add_decision(decision(f"m{k}", at=float(k)), now=float(k))
+        if k % 3 == 0:
+            labels += [lb for lb in (join.add_end(end(f"m{k}", u, k + 5.0), now=k + 5.0)[1] for u in "ab") if lb]
+        elif k % 3 == 1:
+            join.add_end(end(f"m{k}", "a", k + 5.0), now=k + 5.0)
+        labels += join.sweep(float(k))[0]
+    labels += join.sweep(1e9)[0]
+    ids = [lb.match_id for lb in labels]
+    assert sorted(ids) == sorted(f"m{k}" for k in range(30)) and len(set(ids)) == 30
+    assert sum(lb.censored for lb in labels) == 10
+
+
+def test_forget_shards_drops_open_matches() -> None:
+    join = make()
+    join.add_decision(decision("m"), now=100.0)
+    assert join.forget_shards({"s"}) == 1 and join.open_count == 0
