@@ -1,0 +1,238 @@
+"""The worker's state and logic, independent of Faust: pools per shard, the label join, tick bookkeeping.
+
+Agents stay thin: they hand raw messages to :class:`WorkerRuntime` and it writes results through a
+:class:`Sink`. Tests drive the same runtime with a recording sink and an injected clock.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import time
+import uuid
+from collections.abc import Callable
+from typing import Protocol
+
+import numpy as np
+
+from matching import HEURISTIC_VERSION, Pool, PoolError, embed_profile, match_pool
+from outcomes import EndOutcome, LabelJoin
+from schemas import (
+    ChatEnd,
+    DecodeError,
+    DurationLabel,
+    Join,
+    Leave,
+    MatchDecision,
+    ProfileUpdate,
+    TickStats,
+    decode_event,
+    encode,
+)
+from schemas.records import InputEvent
+from stream.settings import Settings
+
+log = logging.getLogger(__name__)
+
+POLICY = "greedy-topk"
+
+
+class Sink(Protocol):
+    """Where the runtime's outputs go (Kafka topics in the worker, lists in tests)."""
+
+    async def decision(self, decision: MatchDecision) -> None: ...
+
+    async def label(self, label: DurationLabel) -> None: ...
+
+    async def dead_letter(
+        self, key: bytes | None, value: bytes | None, reason: str, detail: str, origin: str
+    ) -> None: ...
+
+    async def tick_stats(self, stats: TickStats) -> None: ...
+
+
+class WorkerRuntime:
+    """Everything one worker knows about the shards it owns."""
+
+    def __init__(self, settings: Settings, sink: Sink, clock: Callable[[], float] = time.time) -> None:
+        self.settings = settings
+        self.sink = sink
+        self.clock = clock
+        self.worker = settings.worker_name or f"{socket.gethostname()}-{os.getpid()}"
+        self.pools: dict[str, Pool] = {}
+        self.shard_partition: dict[str, int] = {}
+        self.labels = LabelJoin(settings.label_grace_s, settings.censor_after_s, settings.orphan_grace_s)
+        self.tick_id = 0
+        self.model_version = HEURISTIC_VERSION
+        self.policy = POLICY
+        self.counters: dict[str, int] = {}
+
+    def _count(self, name: str, n: int = 1) -> None:
+        self.counters[name] = self.counters.get(name, 0) + n
+
+    def pool(self, shard: str) -> Pool:
+        """The shard's pool, created on first use."""
+        pool = self.pools.get(shard)
+        if pool is None:
+            pool = self.pools[shard] = Pool(self.settings.embed_dim)
+        return pool
+
+    async def on_message(
+        self, key: bytes | None, value: bytes | None, partition: int, origin: str
+    ) -> InputEvent | None:
+        """Decode, validate and apply one raw input message; anything wrong goes to the DLQ with a reason."""
+        try:
+            event = decode_event(value)
+            if key is not None and key != event.shard.encode():
+                raise DecodeError("key-mismatch", f"message key {key!r} differs from shard {event.shard!r}")
+        except DecodeError as exc:
+            self._count(f"dlq.{exc.reason}")
+            await self.sink.dead_letter(key, value, exc.reason, str(exc), origin)
+            return None
+        try:
+            await self.apply(event, partition)
+        except PoolError as exc:
+            self._count("dlq.rejected")
+            await self.sink.dead_letter(key, value, "rejected", str(exc), origin)
+            return None
+        return event
+
+    async def apply(self, event: InputEvent, partition: int) -> None:
+        """Apply a validated event to the shard state."""
+        self.shard_partition[event.shard] = partition
+        if isinstance(event, Join):
+            attrs = {
+                "country": event.country,
+                "language": event.language,
+                "gender": event.gender,
+                "age_band": event.age_band,
+            }
+            wants = {"country": event.want_country, "language": event.want_language, "gender": event.want_gender}
+            self.pool(event.shard).add(
+                event.user_id, self.clock(), embed_profile(attrs, self.settings.embed_dim), attrs, wants
+            )
+            self._count("joins")
+        elif isinstance(event, Leave):
+            self.pool(event.shard).remove(event.user_id)
+            self._count("leaves")
+        elif isinstance(event, ProfileUpdate):
+            attrs = {
+                "country": event.country,
+                "language": event.language,
+                "gender": event.gender,
+                "age_band": event.age_band,
+            }
+            self.pool(event.shard).update_features(event.user_id, embed_profile(attrs, self.settings.embed_dim), attrs)
+            self._count("profile_updates")
+        else:
+            await self._on_chat_end(event)
+
+    async def _on_chat_end(self, end: ChatEnd) -> None:
+        outcome, label = self.labels.add_end(end, self.clock())
+        self._count(f"chat_end.{outcome.value}")
+        if label is not None:
+            await self.sink.label(label)
+        if outcome is EndOutcome.WRONG_USER:
+            await self.sink.dead_letter(
+                end.shard.encode(),
+                encode(end),
+                "user-not-in-match",
+                f"user {end.user_id!r} is not part of match {end.match_id!r}",
+                "labels",
+            )
+
+    async def tick(self) -> TickStats:
+        """One matching round over every local shard, then label deadlines; emits decisions and stats."""
+        self.tick_id += 1
+        now = self.clock()
+        started = time.perf_counter()
+        waiting = 0
+        decisions: list[MatchDecision] = []
+        for shard, pool in self.pools.items():
+            expired = pool.expire(now, self.settings.wait_ttl_s)
+            if expired:
+                self._count("expired", len(expired))
+            waiting += len(pool)
+            found = match_pool(pool)
+            for a, b, score in zip(found.a.tolist(), found.b.tolist(), found.score.tolist(), strict=True):
+                user_a, user_b = pool.ids[a], pool.ids[b]
+                assert user_a is not None and user_b is not None
+                wait_a, wait_b = now - pool.joined_at[a], now - pool.joined_at[b]
+                pool.remove(user_a)
+                pool.remove(user_b)
+                decisions.append(
+                    MatchDecision(
+                        match_id=uuid.uuid4().hex,
+                        tick_id=self.tick_id,
+                        shard=shard,
+                        user_a=user_a,
+                        user_b=user_b,
+                        score=float(score),
+                        model_version=self.model_version,
+                        policy=self.policy,
+                        decided_at=now,
+                        wait_a_s=float(max(wait_a, 0.0)),
+                        wait_b_s=float(max(wait_b, 0.0)),
+                    )
+                )
+        elapsed_ms = (time.perf_counter() - started) * 1000.0
+        for decision in decisions:
+            await self.sink.decision(decision)
+            labels, rejected = self.labels.add_decision(decision, now)
+            for label in labels:
+                await self.sink.label(label)
+            for end, outcome in rejected:
+                await self.sink.dead_letter(
+                    end.shard.encode(), encode(end), outcome.value, f"held chat-end rejected: {outcome.value}", "labels"
+                )
+        await self.sweep_labels(now)
+        stats = TickStats(
+            worker=self.worker,
+            tick_id=self.tick_id,
+            at=now,
+            waiting=waiting,
+            pairs=len(decisions),
+            elapsed_ms=elapsed_ms,
+        )
+        await self.sink.tick_stats(stats)
+        self._count("decisions", len(decisions))
+        return stats
+
+    async def sweep_labels(self, now: float) -> None:
+        """Emit labels whose grace or censoring deadline passed; dead-letter chat-ends of unknown matches."""
+        labels, dead = self.labels.sweep(now)
+        for label in labels:
+            await self.sink.label(label)
+        for end in dead:
+            self._count("dlq.unknown-match")
+            await self.sink.dead_letter(
+                end.shard.encode(),
+                encode(end),
+                "unknown-match",
+                f"no decision {end.match_id!r} within {self.settings.orphan_grace_s}s",
+                "labels",
+            )
+
+    def drop_partitions(self, partitions: set[int]) -> list[str]:
+        """Forget shards whose partition was revoked: another worker owns them now (no double matching)."""
+        gone = [s for s, p in self.shard_partition.items() if p in partitions]
+        for shard in gone:
+            self.pools.pop(shard, None)
+            del self.shard_partition[shard]
+        dropped = self.labels.forget_shards(set(gone))
+        if gone:
+            log.info("partitions revoked", extra={"shards": gone, "open_matches_dropped": dropped})
+        return gone
+
+    def waiting(self) -> int:
+        """Users waiting over all local shards."""
+        return int(sum(len(p) for p in self.pools.values()))
+
+
+def latency_summary(samples_ms: list[float]) -> dict[str, float]:
+    """p50/p99/max of tick latencies (empty input gives zeros)."""
+    if not samples_ms:
+        return {"p50": 0.0, "p99": 0.0, "max": 0.0}
+    arr = np.asarray(samples_ms)
+    return {"p50": float(np.percentile(arr, 50)), "p99": float(np.percentile(arr, 99)), "max": float(arr.max())}

@@ -1,0 +1,1 @@
+"""Kafka/Faust plumbing: settings, embedded broker, topics, app factory, CLI and the live demo."""

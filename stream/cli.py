@@ -1,0 +1,119 @@
+"""``tickmatch`` command line: ``demo``, ``worker`` and ``schemas``.
+
+Errors a user can cause (bad settings, broker not reachable, bad arguments) end with one clear line and exit
+code 2, never a stack trace.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import sys
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from stream.broker import BrokerError, EmbeddedBroker
+from stream.settings import Settings, SettingsError
+
+
+class UsageError(Exception):
+    """A problem the user can fix; printed as one line."""
+
+
+@contextlib.contextmanager
+def broker_for(settings: Settings) -> Iterator[Settings]:
+    """Yield settings with a broker URL: the configured one, or a freshly started embedded broker."""
+    if settings.broker_url:
+        yield settings
+        return
+    with EmbeddedBroker(Path(settings.data_dir)) as broker:
+        print(f"embedded Tansu broker on {broker.bootstrap} (log: {broker.log_path})", file=sys.stderr)
+        yield settings.with_overrides(broker_url=broker.url)
+
+
+def cmd_worker(settings: Settings, loglevel: str) -> int:
+    """Run the Faust worker until interrupted."""
+    import faust
+    import uvloop
+
+    from stream.app import create_app
+    from stream.topics import bootstrap_of, ensure_topics
+
+    with broker_for(settings) as live:
+        assert live.broker_url is not None
+        asyncio.run(ensure_topics(bootstrap_of(live.broker_url), live))
+        uvloop.install()
+        built = create_app(live)
+        worker = faust.Worker(built.app, loglevel=loglevel, redirect_stdouts=False)
+        worker.execute_from_commandline()
+    return 0
+
+
+def cmd_schemas(out: Path) -> int:
+    """Export JSON Schemas of every record."""
+    from schemas.export import export_json_schemas
+
+    for path in export_json_schemas(out):
+        print(path)
+    return 0
+
+
+def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
+    """Embedded broker + worker + simulator, live progress, then a JSON summary."""
+    from stream.demo import DemoOptions, run_demo
+
+    options = DemoOptions(
+        seconds=args.seconds, rate=args.rate, json=args.json, seed=args.seed, spawn_worker=args.command == "demo"
+    )
+    if not options.spawn_worker and not settings.broker_url:
+        raise UsageError("simulate drives workers that run elsewhere: set BROKER_URL (e.g. kafka://kafka:9092)")
+    return run_demo(settings, options)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tickmatch", description="Real-time 1:1 matchmaking on Kafka.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="run a live demo on the embedded broker (or BROKER_URL)")
+    simulate = sub.add_parser("simulate", help="drive the market against running workers (needs BROKER_URL)")
+    for p in (demo, simulate):
+        p.add_argument("--seconds", type=_positive, default=30.0, help="how long users keep arriving")
+        p.add_argument("--rate", type=_positive, default=40.0, help="arrivals per second")
+        p.add_argument("--seed", type=int, default=7, help="simulator seed")
+        p.add_argument("--json", action="store_true", help="print the summary as one JSON line (last line)")
+    worker = sub.add_parser("worker", help="run the matcher worker (Faust)")
+    worker.add_argument("--loglevel", default="info", choices=["debug", "info", "warning", "error"])
+    schemas = sub.add_parser("schemas", help="export JSON Schemas of all records")
+    schemas.add_argument("--out", type=Path, required=True, help="directory to write *.json into")
+    return parser
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from exc
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``tickmatch`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        if args.command == "worker":
+            return cmd_worker(settings, args.loglevel)
+        if args.command == "schemas":
+            return cmd_schemas(args.out)
+        return cmd_demo(settings, args)
+    except (SettingsError, BrokerError, UsageError) as exc:
+        print(f"tickmatch: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,145 @@
+"""Independent read-back of the engine's topics, from the earliest offset, outside any consumer group.
+
+Used by the demo summary, the double-booking audit and the integration tests: it sees exactly what a
+downstream consumer sees. It never asks for LATEST offsets (unreliable on Tansu after a restart).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from schemas import DecodeError, DurationLabel, Join, MatchDecision, TickStats, decode_record
+from stream import topics as names
+from stream.settings import Settings
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    """One record of the dead-letter topic."""
+
+    key: bytes | None
+    value: bytes
+    reason: str
+    detail: str
+    origin: str
+
+
+@dataclass(slots=True)
+class Seen:
+    """Everything read back so far."""
+
+    events: int = 0
+    joins: list[Join] = field(default_factory=list)
+    decisions: list[MatchDecision] = field(default_factory=list)
+    labels: list[DurationLabel] = field(default_factory=list)
+    dlq: list[DeadLetter] = field(default_factory=list)
+    ticks: list[TickStats] = field(default_factory=list)
+    undecodable_outputs: int = 0
+
+
+class Readback:
+    """Consume events, decisions, labels, the DLQ and tick stats into :class:`Seen`; waiters are notified on
+    every batch so callers wait on conditions, never on sleeps."""
+
+    def __init__(
+        self,
+        bootstrap: str,
+        settings: Settings,
+        on_decision: Callable[[MatchDecision], None] | None = None,
+    ) -> None:
+        self.settings = settings
+        self.seen = Seen()
+        self._on_decision = on_decision
+        self._bootstrap = bootstrap
+        self._consumer: AIOKafkaConsumer | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._changed = asyncio.Condition()
+        self._topic_kind = {settings.topic(n): n for n in names.ALL}
+
+    async def start(self) -> None:
+        """Assign every partition of every topic and start reading from the beginning."""
+        consumer = AIOKafkaConsumer(
+            bootstrap_servers=self._bootstrap,
+            group_id=None,
+            enable_auto_commit=False,
+            auto_offset_reset="earliest",
+            client_id=f"{self.settings.app_id}-readback",
+        )
+        await consumer.start()
+        parts = []
+        for topic in self._topic_kind:
+            for p in range(self.settings.partitions):
+                parts.append(TopicPartition(topic, p))
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        self._consumer = consumer
+        self._task = asyncio.create_task(self._run(), name="readback")
+
+    async def _run(self) -> None:
+        assert self._consumer is not None
+        while True:
+            batches = await self._consumer.getmany(timeout_ms=200, max_records=5000)
+            if not batches:
+                continue
+            for tp, records in batches.items():
+                kind = self._topic_kind[tp.topic]
+                for rec in records:
+                    self._take(kind, rec.key, rec.value, rec.headers)
+            async with self._changed:
+                self._changed.notify_all()
+
+    def _take(self, kind: str, key: bytes | None, value: bytes | None, headers: object) -> None:
+        seen = self.seen
+        if kind == names.DLQ:
+            hdr = {k: v.decode(errors="replace") for k, v in (headers or ())}  # type: ignore[attr-defined]
+            seen.dlq.append(
+                DeadLetter(key, value or b"", hdr.get("reason", ""), hdr.get("detail", ""), hdr.get("origin", ""))
+            )
+            return
+        if kind == names.EVENTS:
+            seen.events += 1
+        if value is None:
+            return
+        try:
+            record = decode_record(value)
+        except DecodeError:
+            if kind != names.EVENTS:
+                seen.undecodable_outputs += 1
+            return
+        if isinstance(record, Join):
+            seen.joins.append(record)
+        elif isinstance(record, MatchDecision):
+            seen.decisions.append(record)
+            if self._on_decision is not None:
+                self._on_decision(record)
+        elif isinstance(record, DurationLabel):
+            seen.labels.append(record)
+        elif isinstance(record, TickStats):
+            seen.ticks.append(record)
+
+    async def wait_for(self, predicate: Callable[[Seen], bool], timeout: float) -> bool:
+        """Wait until ``predicate(seen)`` holds, re-checked after every batch; False when the deadline passes."""
+        async with self._changed:
+            try:
+                await asyncio.wait_for(self._changed.wait_for(lambda: predicate(self.seen)), timeout)
+                return True
+            except TimeoutError:
+                return predicate(self.seen)
+
+    async def stop(self) -> None:
+        """Stop reading."""
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        if self._consumer is not None:
+            with contextlib.suppress(Exception):
+                await self._consumer.stop()

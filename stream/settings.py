@@ -1,0 +1,142 @@
+"""Typed settings read from the environment, each with a documented default.
+
+Why a frozen dataclass and not Faust's own config: the demo, the simulator, the tests and the worker all need
+the same values, and a bad value must fail at start-up with a message naming the variable, not deep inside a
+worker.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+
+class SettingsError(ValueError):
+    """An environment variable holds a value that cannot be used."""
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Runtime configuration. ``ENV`` maps each field to its variable; see :data:`DOCS` for meanings."""
+
+    broker_url: str | None = None
+    app_id: str = "tickmatch"
+    topic_prefix: str = ""
+    partitions: int = 4
+    tick_interval_s: float = 0.5
+    wait_ttl_s: float = 300.0
+    label_grace_s: float = 5.0
+    censor_after_s: float = 600.0
+    orphan_grace_s: float = 10.0
+    stats_window_s: float = 60.0
+    embed_dim: int = 32
+    session_timeout_s: float = 6.0
+    web_port: int = 6066
+    web_enabled: bool = False
+    data_dir: str = ".tickmatch"
+    worker_name: str = ""
+
+    def topic(self, name: str) -> str:
+        """Full topic name with the configured prefix (lets several apps or tests share one broker)."""
+        return f"{self.topic_prefix}{name}"
+
+    def with_overrides(self, **changes: Any) -> Settings:
+        """A copy with some fields changed (tests and the demo use this)."""
+        return replace(self, **changes)
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
+        """Read every ``ENV`` variable that is set; raise :class:`SettingsError` naming a bad one."""
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        for f in fields(cls):
+            var = ENV[f.name]
+            raw = env.get(var)
+            if raw is None or raw == "":
+                continue
+            values[f.name] = _parse(var, raw, f.type)
+        settings = cls(**values)
+        settings.validate()
+        return settings
+
+    def validate(self) -> None:
+        """Check cross-field and range rules."""
+        positive = ("tick_interval_s", "wait_ttl_s", "censor_after_s", "stats_window_s", "session_timeout_s")
+        for name in positive:
+            if getattr(self, name) <= 0:
+                raise SettingsError(f"{ENV[name]} must be > 0, got {getattr(self, name)}")
+        for name in ("label_grace_s", "orphan_grace_s"):
+            if getattr(self, name) < 0:
+                raise SettingsError(f"{ENV[name]} must be >= 0, got {getattr(self, name)}")
+        if not 1 <= self.partitions <= 1024:
+            raise SettingsError(f"{ENV['partitions']} must be in 1..1024, got {self.partitions}")
+        if not 2 <= self.embed_dim <= 1024:
+            raise SettingsError(f"{ENV['embed_dim']} must be in 2..1024, got {self.embed_dim}")
+        if self.label_grace_s >= self.censor_after_s:
+            raise SettingsError(
+                f"{ENV['label_grace_s']} ({self.label_grace_s}) must be below "
+                f"{ENV['censor_after_s']} ({self.censor_after_s})"
+            )
+
+
+ENV: dict[str, str] = {
+    "broker_url": "BROKER_URL",
+    "app_id": "TICKMATCH_APP_ID",
+    "topic_prefix": "TICKMATCH_TOPIC_PREFIX",
+    "partitions": "TICKMATCH_PARTITIONS",
+    "tick_interval_s": "TICKMATCH_TICK_INTERVAL_S",
+    "wait_ttl_s": "TICKMATCH_WAIT_TTL_S",
+    "label_grace_s": "TICKMATCH_LABEL_GRACE_S",
+    "censor_after_s": "TICKMATCH_CENSOR_AFTER_S",
+    "orphan_grace_s": "TICKMATCH_ORPHAN_GRACE_S",
+    "stats_window_s": "TICKMATCH_STATS_WINDOW_S",
+    "embed_dim": "TICKMATCH_EMBED_DIM",
+    "session_timeout_s": "TICKMATCH_SESSION_TIMEOUT_S",
+    "web_port": "TICKMATCH_WEB_PORT",
+    "web_enabled": "TICKMATCH_WEB_ENABLED",
+    "data_dir": "TICKMATCH_DATA_DIR",
+    "worker_name": "TICKMATCH_WORKER_NAME",
+}
+
+DOCS: dict[str, str] = {
+    "broker_url": "Kafka bootstrap, e.g. kafka://kafka:9092. Unset: start the embedded Tansu broker on 127.0.0.1.",
+    "app_id": "Faust application id (consumer group and internal topic prefix).",
+    "topic_prefix": "Prefix for every topic name; lets several deployments or tests share a broker.",
+    "partitions": "Partitions of events/decisions/labels. Shards hash to partitions; max useful workers.",
+    "tick_interval_s": "Seconds between matching ticks.",
+    "wait_ttl_s": "A waiting user not matched within this many seconds is dropped from the pool.",
+    "label_grace_s": "After the first chat-end of a match, wait this long for the partner's before labelling.",
+    "censor_after_s": "A match with no chat-end after this many seconds gets a censored label.",
+    "orphan_grace_s": "A chat-end whose match is not known yet is held this long, then dead-lettered.",
+    "stats_window_s": "Width of the tumbling windows of per-shard arrival/departure/wait tables.",
+    "embed_dim": "Dimension of the user feature embeddings the scorer uses.",
+    "session_timeout_s": "Consumer session timeout; short on Tansu, whose group join waits about half of it.",
+    "web_port": "Port of the Faust web server (when enabled).",
+    "web_enabled": "Serve Faust's web views (true/false).",
+    "data_dir": "Directory for broker logs and Faust data.",
+    "worker_name": "Name reported in tick stats (default: host-pid).",
+}
+
+
+def _parse(var: str, raw: str, annotation: Any) -> Any:
+    kind = str(annotation)
+    try:
+        if "bool" in kind:
+            lowered = raw.strip().lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off"):
+                return False
+            raise ValueError("expected true/false")
+        if "int" in kind:
+            return int(raw)
+        if "float" in kind:
+            value = float(raw)
+            if value != value or value in (float("inf"), float("-inf")):
+                raise ValueError("not finite")
+            return value
+        return raw
+    except ValueError as exc:
+        raise SettingsError(f"{var}={raw!r} is not a valid {kind.replace(' | None', '')}: {exc}") from exc

@@ -1,0 +1,106 @@
+"""Integration fixtures: one embedded Tansu broker per session, one real worker process per module, and a
+read-back consumer running in a background event loop so tests can wait on conditions with deadlines."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import uuid
+from collections.abc import Callable, Coroutine, Iterator
+from pathlib import Path
+from typing import Any, TypeVar
+
+import pytest
+from aiokafka import AIOKafkaProducer
+
+from schemas import Record, encode
+from stream.broker import EmbeddedBroker
+from stream.demo import worker_process
+from stream.readback import Readback, Seen
+from stream.settings import Settings
+from stream.topics import ensure_topics
+
+T = TypeVar("T")
+READY_TIMEOUT_S = 90.0
+
+
+class Live:
+    """Producer + read-back on a private loop thread; synchronous methods for tests."""
+
+    def __init__(self, broker: EmbeddedBroker, settings: Settings) -> None:
+        self.settings = settings
+        self.broker = broker
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, name="live-loop", daemon=True)
+        self.thread.start()
+        self.reader = Readback(broker.bootstrap, settings)
+        self.producer: AIOKafkaProducer | None = None
+        self.run(self._start())
+
+    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 120.0) -> T:
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
+
+    async def _start(self) -> None:
+        await ensure_topics(self.broker.bootstrap, self.settings)
+        self.producer = AIOKafkaProducer(bootstrap_servers=self.broker.bootstrap, acks="all")
+        await self.producer.start()
+        await self.reader.start()
+
+    def send(self, record: Record | bytes, key: str) -> None:
+        """Publish to the events topic and wait for the broker's ack (ordering per key is preserved)."""
+        value = record if isinstance(record, bytes) else encode(record)
+
+        async def go() -> None:
+            assert self.producer is not None
+            await self.producer.send_and_wait(self.settings.topic("events"), value=value, key=key.encode())
+
+        self.run(go())
+
+    def wait(self, predicate: Callable[[Seen], bool], timeout: float = 60.0) -> bool:
+        return self.run(self.reader.wait_for(predicate, timeout), timeout + 10)
+
+    @property
+    def seen(self) -> Seen:
+        return self.reader.seen
+
+    def close(self) -> None:
+        async def stop() -> None:
+            await self.reader.stop()
+            if self.producer is not None:
+                await self.producer.stop()
+
+        self.run(stop())
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
+    with EmbeddedBroker(tmp_path_factory.mktemp("broker")) as running:
+        yield running
+
+
+@pytest.fixture(scope="module")
+def live(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
+    run = uuid.uuid4().hex[:8]
+    data = tmp_path_factory.mktemp("worker")
+    settings = Settings(
+        broker_url=broker.url,
+        app_id=f"it-{run}",
+        topic_prefix=f"it-{run}.",
+        partitions=2,
+        tick_interval_s=0.2,
+        label_grace_s=0.5,
+        censor_after_s=4.0,
+        orphan_grace_s=1.5,
+        data_dir=str(data),
+    )
+    harness = Live(broker, settings)
+    log = Path(data) / "worker.log"
+    try:
+        with worker_process(settings, log):
+            if not harness.wait(lambda s: len(s.ticks) > 0, READY_TIMEOUT_S):
+                pytest.fail(f"worker did not tick within {READY_TIMEOUT_S}s:\n{log.read_text()[-4000:]}")
+            yield harness
+    finally:
+        harness.close()

@@ -1,0 +1,101 @@
+"""End to end on the embedded broker: events → real worker process → decisions / labels / DLQ read back."""
+
+from __future__ import annotations
+
+import time
+
+import msgpack
+import pytest
+
+from outcomes import double_booked
+from schemas import ChatEnd, Join, Leave, MatchDecision, decode_record
+from tests.integration.conftest import Live
+
+pytestmark = pytest.mark.integration
+
+
+def in_shard(live: Live, shard: str) -> list[MatchDecision]:
+    return [d for d in live.seen.decisions if d.shard == shard]
+
+
+def test_no_user_is_in_two_decisions(live: Live) -> None:
+    shard = "it-a"
+    users = [f"a{i}" for i in range(40)]
+    for user in users:
+        live.send(Join(user, shard, time.time()), key=shard)
+    for user in users[:10]:  # duplicate joins while waiting must not create a second pool entry
+        live.send(Join(user, shard, time.time()), key=shard)
+    assert live.wait(lambda s: sum(d.shard == shard for d in s.decisions) >= 20), "not everyone was matched"
+    decisions = in_shard(live, shard)
+    matched = [u for d in decisions for u in (d.user_a, d.user_b)]
+    assert sorted(matched) == sorted(users)
+    assert double_booked(live.seen.joins, live.seen.decisions) == []
+
+
+def test_user_who_left_is_never_matched(live: Live) -> None:
+    shard = "it-b"
+    live.send(Join("gone", shard, time.time()), key=shard)
+    live.send(Leave("gone", shard, time.time()), key=shard)
+    for user in ("b1", "b2", "b3", "b4"):
+        live.send(Join(user, shard, time.time()), key=shard)
+    assert live.wait(lambda s: sum(d.shard == shard for d in s.decisions) >= 2)
+    # Another later join in the same partition: its decision proves the worker ticked well after the leave.
+    live.send(Join("b5", shard, time.time()), key=shard)
+    live.send(Join("b6", shard, time.time()), key=shard)
+    assert live.wait(lambda s: sum(d.shard == shard for d in s.decisions) >= 3)
+    assert all("gone" not in (d.user_a, d.user_b) for d in live.seen.decisions)
+
+
+def test_bad_input_is_dead_lettered_with_a_reason_and_matching_goes_on(live: Live) -> None:
+    shard = "it-c"
+    garbage = b"\x93\xff\x00 random bytes \xde\xad"
+    live.send(garbage, key=shard)
+    orphan = ChatEnd("no-such-match", "c0", shard, time.time(), "hangup")
+    live.send(orphan, key=shard)
+    live.send(msgpack.packb({"type": "join", "user_id": 7, "shard": shard, "ts": 1.0}), key=shard)
+    live.send(Join("c1", shard, time.time()), key=shard)
+    live.send(Join("c2", shard, time.time()), key=shard)
+    assert live.wait(lambda s: any({d.user_a, d.user_b} == {"c1", "c2"} for d in s.decisions))
+    assert live.wait(lambda s: any(dl.reason == "unknown-match" for dl in s.dlq))
+    by_reason = {dl.reason: dl for dl in live.seen.dlq}
+    assert by_reason["not-msgpack"].value == garbage and by_reason["not-msgpack"].origin.startswith(
+        live.settings.topic("events")
+    )
+    assert "join.user_id: expected a string, got int 7" in by_reason["invalid-field"].detail
+    assert decode_record(by_reason["unknown-match"].value) == orphan
+    assert "no-such-match" in by_reason["unknown-match"].detail
+
+
+def test_every_decision_gets_exactly_one_label(live: Live) -> None:
+    shard = "it-d"
+    for i in range(20):
+        live.send(Join(f"d{i}", shard, time.time()), key=shard)
+    assert live.wait(lambda s: sum(d.shard == shard for d in s.decisions) >= 10)
+    decisions = in_shard(live, shard)[:10]
+    both, one, none = decisions[:4], decisions[4:7], decisions[7:]
+    for d in both:
+        for user in (d.user_a, d.user_b):
+            live.send(ChatEnd(d.match_id, user, shard, time.time(), "hangup"), key=shard)
+    for d in one:
+        live.send(ChatEnd(d.match_id, d.user_a, shard, time.time(), "skip"), key=shard)
+    ids = {d.match_id for d in decisions}
+    assert live.wait(lambda s: ids <= {lb.match_id for lb in s.labels}, timeout=60)
+    # A late end for a censored match must not create a second label (nor a dead letter) ...
+    for d in none:
+        live.send(ChatEnd(d.match_id, d.user_b, shard, time.time(), "hangup"), key=shard)
+    # ... and a later match in the same partition, fully labelled, proves those ends were processed.
+    live.send(Join("marker-1", shard, time.time()), key=shard)
+    live.send(Join("marker-2", shard, time.time()), key=shard)
+    assert live.wait(lambda s: any(d.user_a.startswith("marker") for d in s.decisions))
+    marker = next(d for d in live.seen.decisions if d.user_a.startswith("marker"))
+    for user in (marker.user_a, marker.user_b):
+        live.send(ChatEnd(marker.match_id, user, shard, time.time(), "hangup"), key=shard)
+    assert live.wait(lambda s: any(lb.match_id == marker.match_id for lb in s.labels))
+
+    labels = [lb for lb in live.seen.labels if lb.match_id in ids]
+    assert sorted(lb.match_id for lb in labels) == sorted(ids)
+    kind = {lb.match_id: (lb.censored, lb.ends_reported) for lb in labels}
+    assert all(kind[d.match_id] == (False, 2) for d in both)
+    assert all(kind[d.match_id] == (False, 1) for d in one)
+    assert all(kind[d.match_id] == (True, 0) for d in none)
+    assert not [dl for dl in live.seen.dlq if dl.key == shard.encode()]

@@ -1,0 +1,61 @@
+"""docker-compose.yml cannot be run here (no Docker), so its contract with the code is checked by reading it."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+
+from stream.settings import ENV, Settings
+from stream.topics import ALL
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def compose() -> dict[str, Any]:
+    loaded: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    return loaded
+
+
+def test_kafka_runs_in_kraft_mode_from_the_official_image(compose: dict[str, Any]) -> None:
+    kafka = compose["services"]["kafka"]
+    assert kafka["image"].startswith("apache/kafka:")
+    env = kafka["environment"]
+    assert env["KAFKA_PROCESS_ROLES"] == "broker,controller"
+    node = env["KAFKA_NODE_ID"]
+    assert env["KAFKA_CONTROLLER_QUORUM_VOTERS"] == f"{node}@kafka:9093"
+    assert "CONTROLLER://:9093" in env["KAFKA_LISTENERS"]
+    assert env["KAFKA_ADVERTISED_LISTENERS"] == "PLAINTEXT://kafka:9092"
+    assert "healthcheck" in kafka
+
+
+def test_topic_job_creates_every_topic_with_the_configured_partitions(compose: dict[str, Any]) -> None:
+    script = "\n".join(compose["services"]["topics"]["command"])
+    loop = re.search(r"for topic in ([^;]+);", script)
+    assert loop is not None
+    assert set(loop.group(1).split()) == set(ALL)
+    partitions = re.search(r"--partitions (\d+)", script)
+    assert partitions is not None
+    for name in ("worker", "simulator"):
+        env = compose["services"][name]["environment"]
+        assert env["TICKMATCH_PARTITIONS"] == partitions.group(1)
+
+
+def test_services_use_only_known_settings_and_valid_values(compose: dict[str, Any]) -> None:
+    for name in ("worker", "simulator"):
+        env = {k: str(v) for k, v in compose["services"][name]["environment"].items()}
+        assert set(env) <= set(ENV.values()), set(env) - set(ENV.values())
+        settings = Settings.from_env(env)  # raises SettingsError on a bad value
+        assert settings.broker_url == "kafka://kafka:9092"
+
+
+def test_two_workers_and_a_simulator(compose: dict[str, Any]) -> None:
+    services = compose["services"]
+    assert services["worker"]["deploy"]["replicas"] == 2
+    assert services["worker"]["command"] == ["worker"]
+    assert services["simulator"]["command"][0] == "simulate"
+    assert services["worker"]["depends_on"]["topics"]["condition"] == "service_completed_successfully"
