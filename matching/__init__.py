@@ -1,7 +1,6 @@
-"""The matching engine: pure numpy, no Kafka. Pool arrays, pair scoring, candidate selection, matching."""
+"""The matching engine: pure numpy/numba, no Kafka.
 
-from matching.features import HEURISTIC_VERSION, embed_profile
-from matching.match import Matching, match_pool
-from matching.pool import Pool, PoolError
-
-__all__ = ["HEURISTIC_VERSION", "Matching", "Pool", "PoolError", "embed_profile", "match_pool"]
+``matching.pool`` (waiting users as arrays), ``matching.model`` (pair scores), ``matching.policy`` (waiting-time
+minimum), ``matching.engine`` (one tick: candidates, auction, refill), ``matching.exact`` (reference optimum).
+Import the modules you need; this package imports nothing heavy on its own.
+"""

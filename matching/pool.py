@@ -13,6 +13,8 @@ from typing import Any, TypeVar, cast
 import numpy as np
 import numpy.typing as npt
 
+from matching.constraints import ForbiddenPairs
+
 ATTRS = ("country", "language", "gender")
 ANY = np.uint64(0xFFFF_FFFF_FFFF_FFFF)
 MAX_VALUES = 64  # distinct values per attribute and pool: one bit each in the want-masks
@@ -61,8 +63,9 @@ class Pool:
     amortised cost of a join is O(1) and steady-state ticks allocate nothing here.
     """
 
-    def __init__(self, dim: int, capacity: int = 1024) -> None:
+    def __init__(self, dim: int, capacity: int = 1024, repeat_window_s: float = 600.0) -> None:
         self.dim = dim
+        self.forbidden = ForbiddenPairs(repeat_window_s)
         self.capacity = 0
         self.size = 0
         self.vocab = {name: Vocabulary(name) for name in ATTRS}
@@ -85,6 +88,7 @@ class Pool:
         self.active = _resized(self.active, (capacity,))
         self.attr = _resized(self.attr, (capacity, len(ATTRS)))
         self.want = _resized(self.want, (capacity, len(ATTRS)))
+        self.forbidden.resize(capacity)
         self.ids.extend([None] * (capacity - old))
         self._free.extend(range(capacity - 1, old - 1, -1))  # pop() hands out low slots first
         self.capacity = capacity
@@ -107,11 +111,16 @@ class Pool:
         attrs: dict[str, str | None],
         wants: dict[str, tuple[str, ...]],
         bias: float = 0.0,
+        blocked: tuple[str, ...] = (),
     ) -> int:
-        """Add (or refresh) a waiting user; a repeated join keeps the original join time. Returns the slot."""
+        """Add (or refresh) a waiting user; a repeated join keeps the original join time. Returns the slot.
+
+        ``blocked``: users this user must never be matched with (applied in both directions)."""
         codes = [self.vocab[name].code(attrs.get(name)) for name in ATTRS]
         masks = [self.vocab[name].mask(wants.get(name, ())) for name in ATTRS]
         slot = self._slot.get(user_id)
+        if slot is not None:
+            self.forbidden.on_remove(user_id, slot)  # a repeated join replaces the block list
         if slot is None:
             if not self._free:
                 self._grow(self.capacity * 2)
@@ -125,14 +134,23 @@ class Pool:
         self.bias[slot] = bias
         self.attr[slot] = codes
         self.want[slot] = masks
+        self.forbidden.on_add(user_id, slot, blocked, self._slot)
         return slot
 
-    def update_features(self, user_id: str, embedding: npt.NDArray[np.float32], attrs: dict[str, str | None]) -> bool:
+    def update_features(
+        self,
+        user_id: str,
+        embedding: npt.NDArray[np.float32],
+        attrs: dict[str, str | None],
+        bias: float | None = None,
+    ) -> bool:
         """In-place refresh of a waiting user's embedding and attributes; False if the user is not waiting."""
         slot = self._slot.get(user_id)
         if slot is None:
             return False
         self.emb[slot] = embedding
+        if bias is not None:
+            self.bias[slot] = bias
         for i, name in enumerate(ATTRS):
             if attrs.get(name) is not None:
                 self.attr[slot, i] = self.vocab[name].code(attrs[name])
@@ -143,11 +161,21 @@ class Pool:
         slot = self._slot.pop(user_id, None)
         if slot is None:
             return None
+        self.forbidden.on_remove(user_id, slot)
         self.active[slot] = False
         self.ids[slot] = None
         self._free.append(slot)
         self.size -= 1
         return float(self.joined_at[slot])
+
+    @property
+    def slot_map(self) -> dict[str, int]:
+        """user id -> slot of every waiting user (read-only use)."""
+        return self._slot
+
+    def record_match(self, user_a: str, user_b: str, now: float) -> None:
+        """Remember a decided pair so it is not repeated within the pool's repeat window."""
+        self.forbidden.record_match(user_a, user_b, now)
 
     def active_slots(self) -> npt.NDArray[np.intp]:
         """Occupied slots in ascending order."""

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from matching import Pool, PoolError, embed_profile
-from matching.pool import MAX_VALUES
+from matching.features import embed_profile
+from matching.pool import MAX_VALUES, Pool, PoolError
 
 
 def vec(x: float, dim: int = 4) -> np.ndarray:

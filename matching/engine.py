@@ -1,0 +1,320 @@
+"""The tick's matcher: pool -> compact arrays -> top-k candidates -> Suitor -> refill rounds -> pairs.
+
+One :class:`Engine` per worker, reused every tick: every buffer is sized for a capacity and grows by doubling,
+so a steady-state tick allocates nothing proportional to the pool except its small result arrays.
+"""
+
+from __future__ import annotations
+
+import gc
+import os
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+from numba import njit
+
+from matching.auction import auction, build_graph, pointer_candidates
+from matching.candidates import CandidateSearch, Inputs
+from matching.constraints import KEY_BASE
+from matching.kernels import ANY_MASK, suitor
+from matching.model import BilinearModel, ModelError
+from matching.policy import WaitCurve
+from matching.pool import Pool
+
+
+@dataclass(frozen=True, slots=True)
+class Matching:
+    """Disjoint pairs as pool slots (``a[i]`` with ``b[i]``) and their scores, in a deterministic order."""
+
+    a: npt.NDArray[np.int64]
+    b: npt.NDArray[np.int64]
+    score: npt.NDArray[np.float32]
+
+    def __len__(self) -> int:
+        return int(self.a.shape[0])
+
+
+EMPTY = Matching(np.zeros(0, np.int64), np.zeros(0, np.int64), np.zeros(0, np.float32))
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    """Tuning of the matcher. Defaults are the measured best on 2 cores (see README, Performance)."""
+
+    k: int = 8  # candidates kept per user
+    block: int = 512  # rows/columns per scored block (a 1 MiB float32 block stays in L2)
+    threads: int = 0  # scan threads; 0 = one per core
+    refill_rounds: int = 2  # re-match users whose candidates were all taken
+    matcher: str = "auction"  # "auction" (near-optimal) or "greedy" (Suitor only, faster, ~3 % lower total)
+    auction_k: int = 6  # candidates per user the auction considers (6 of 8: 0.990 vs 0.9915 quality, -30 % bids)
+    auction_eps: float = 3e-3  # final auction epsilon relative to the largest score: loss <= 2n * eps
+    auction_scaling: float = 20.0  # epsilon divided by this per phase (fewer phases = fewer bids, measured)
+
+    def resolved_threads(self) -> int:
+        return self.threads if self.threads > 0 else max(1, min(os.cpu_count() or 1, 8))
+
+
+@njit(nogil=True, cache=True)
+def _gather(
+    order: np.ndarray,
+    bias: np.ndarray,
+    attr: np.ndarray,
+    want: np.ndarray,
+    joined_at: np.ndarray,
+    now: float,
+    slots_out: np.ndarray,
+    bias_out: np.ndarray,
+    attr_out: np.ndarray,
+    want_out: np.ndarray,
+    wait_out: np.ndarray,
+    filtered_out: np.ndarray,
+) -> int:
+    """Compact the slots ``order`` (in that order) into the front of the ``*_out`` arrays; returns the count."""
+    n = 0
+    for q in range(order.shape[0]):
+        s = order[q]
+        slots_out[n] = s
+        bias_out[n] = bias[s]
+        f = False
+        for a in range(attr.shape[1]):
+            attr_out[n, a] = attr[s, a]
+            want_out[n, a] = want[s, a]
+            f = f or want[s, a] != ANY_MASK
+        filtered_out[n] = f
+        wait_out[n] = max(now - joined_at[s], 0.0)
+        n += 1
+    return n
+
+
+@njit(nogil=True, cache=True)
+def _leftovers(mate: np.ndarray, cand_i: np.ndarray, n: int, out: np.ndarray) -> int:
+    """Unmatched users that had at least one candidate: the only ones a refill round can still pair."""
+    m = 0
+    for g in range(n):
+        if mate[g] < 0 and cand_i[g, 0] >= 0:
+            out[m] = g
+            m += 1
+    return m
+
+
+@njit(nogil=True, cache=True)
+def _adopt(sub_mate: np.ndarray, sub_w: np.ndarray, sub: np.ndarray, m: int, mate: np.ndarray,
+           weight: np.ndarray) -> int:  # fmt: skip
+    """Copy a refill round's pairs (indices into ``sub``) into the round-0 ``mate``/``weight``; returns pairs."""
+    found = 0
+    for g in range(m):
+        h = sub_mate[g]
+        if h >= 0:
+            mate[sub[g]] = sub[h]
+            weight[sub[g]] = sub_w[g]
+            found += 1
+    return found // 2
+
+
+@njit(nogil=True, cache=True)
+def _pairs(mate: np.ndarray, weight: np.ndarray, n: int, index: np.ndarray, a: np.ndarray, b: np.ndarray,
+           s: np.ndarray, start: int) -> int:  # fmt: skip
+    """Append each matched pair once (lower index first) as pool slots (``index[g]``); returns the new length."""
+    p = start
+    for g in range(n):
+        h = mate[g]
+        if h > g:
+            a[p] = index[g]
+            b[p] = index[h]
+            s[p] = weight[g]
+            p += 1
+    return p
+
+
+class _Buffers:
+    """Compact per-tick arrays for up to ``capacity`` users (one set per matching round)."""
+
+    def __init__(self, capacity: int, dim: int, n_attr: int, k: int) -> None:
+        self.capacity = capacity
+        self.slots = np.empty(capacity, dtype=np.int64)
+        self.emb = np.empty((capacity, dim), dtype=np.float32)
+        self.left = np.empty((capacity, dim), dtype=np.float32)
+        self.bias = np.empty(capacity, dtype=np.float32)
+        self.attr = np.empty((capacity, n_attr), dtype=np.int8)
+        self.want = np.empty((capacity, n_attr), dtype=np.uint64)
+        self.wait = np.empty(capacity, dtype=np.float64)
+        self.min_score = np.empty(capacity, dtype=np.float32)
+        self.filtered = np.empty(capacity, dtype=bool)
+        self.mate = np.empty(capacity, dtype=np.int64)
+        self.adj_ptr = np.empty(capacity + 1, dtype=np.int64)
+        self.adj_idx = np.empty(2 * capacity * k, dtype=np.int64)
+        self.adj_w = np.empty(2 * capacity * k, dtype=np.float32)
+        self.suitor_of = np.empty(capacity, dtype=np.int64)
+        self.suitor_w = np.empty(capacity, dtype=np.float32)
+        self.sub = np.empty(capacity, dtype=np.int64)
+        self.price = np.empty(2 * capacity, dtype=np.float64)
+        self.owner = np.empty(2 * capacity, dtype=np.int64)
+        self.points_to = np.empty(2 * capacity, dtype=np.int64)
+        self.queue = np.empty(2 * capacity + 1, dtype=np.int64)
+        self.pointer_v = np.empty((capacity, 1), dtype=np.float32)
+        self.pointer_i = np.empty((capacity, 1), dtype=np.int32)
+        self.cand_v = np.empty((capacity, k), dtype=np.float32)
+        self.cand_i = np.empty((capacity, k), dtype=np.int32)
+
+
+class Engine:
+    """Matches one pool per call. Not thread-safe: one engine per worker (it owns the scan threads)."""
+
+    def __init__(self, dim: int, config: EngineConfig | None = None, capacity: int = 1024) -> None:
+        self.config = config or EngineConfig()
+        self.dim = dim
+        self.search = CandidateSearch(k=self.config.k, block=self.config.block, threads=self.config.resolved_threads())
+        self._rounds: list[_Buffers] = []
+        self._n_attr = 0
+        self._capacity = capacity
+        self.last_candidates = 0  # users with at least one candidate in the last call (for stats)
+        self.last_bids = 0  # auction bids in the last call (for profiling)
+        self.last_timings: dict[str, float] = {}  # phase durations of the last call (ms)
+        self.last_fallbacks = 0  # users whose candidates were recomputed exactly (threshold estimate too high)
+
+    def close(self) -> None:
+        """Stop the scan threads."""
+        self.search.close()
+
+    def _buffers(self, n: int, n_attr: int) -> list[_Buffers]:
+        if n > self._capacity or n_attr != self._n_attr or not self._rounds:
+            while self._capacity < n:
+                self._capacity *= 2
+            self._n_attr = n_attr
+            self._rounds = [_Buffers(self._capacity, self.dim, n_attr, self.config.k) for _ in range(2)]
+        return self._rounds
+
+    def match(self, pool: Pool, model: BilinearModel, curve: WaitCurve, now: float) -> Matching:
+        """Disjoint pairs of ``pool`` maximising total score under filters, forbidden pairs and ``curve``.
+
+        ``model`` is used for the whole call, so one call never mixes two model versions.
+        """
+        if self.config.matcher not in ("auction", "greedy"):
+            raise ValueError(f"unknown matcher {self.config.matcher!r}: use 'auction' or 'greedy'")
+        if model.dim != pool.dim or pool.dim != self.dim:
+            raise ModelError(f"model dim {model.dim}, pool dim {pool.dim} and engine dim {self.dim} must agree")
+        n_total = len(pool)
+        if n_total < 2:
+            return EMPTY
+        clock = time.perf_counter
+        t0 = clock()
+        first, spare = self._buffers(n_total, pool.attr.shape[1])
+        # Users ordered by their attributes, so a block holds few distinct values and the scan can skip whole
+        # columns and rows that the filters rule out for that block (see kernels.scan_block).
+        active = pool.active_slots()
+        key = np.zeros(active.shape[0], dtype=np.int64)
+        for a in range(pool.attr.shape[1]):
+            key = key * 65 + pool.attr[active, a] + 1
+        order = active[np.argsort(key, kind="stable")]
+        n = _gather(
+            order, pool.bias, pool.attr, pool.want, pool.joined_at, now,
+            first.slots, first.bias, first.attr, first.want, first.wait, first.filtered,
+        )  # fmt: skip
+        np.take(pool.emb, first.slots[:n], axis=0, out=first.emb[:n])
+        model.project(first.emb[:n], first.left[:n])
+        curve.fill(first.wait[:n], first.min_score[:n])
+        forbid_keys = pool.forbidden.keys()
+        forbid_flag = pool.forbidden.flag
+
+        cfg = self.config
+        x = Inputs(
+            left=first.left, right=first.emb, bias=first.bias, min_score=first.min_score, attr=first.attr,
+            want=first.want, filtered=first.filtered, slots=first.slots, forbid_flag=forbid_flag,
+            forbid_keys=forbid_keys, key_base=KEY_BASE, n=n,
+        )  # fmt: skip
+        t1 = clock()
+        cand_v, cand_i = self.search.run(x)
+        t2 = clock()
+        # keep round 0's candidates: refill rounds reuse the search buffers
+        np.copyto(first.cand_v[:n], cand_v)
+        np.copyto(first.cand_i[:n], cand_i)
+        cand_v, cand_i = first.cand_v[:n], first.cand_i[:n]
+        self.last_candidates = int(np.count_nonzero(cand_i[:, 0] >= 0))
+        self.last_fallbacks = self.search.fallbacks
+        mate, weight = first.mate, first.suitor_w  # round-0 index space from here on
+        if cfg.matcher == "auction":
+            ak = min(cfg.auction_k, cfg.k)  # lists are sorted: the best auction_k of each
+            build_graph(cand_v[:, :ak], cand_i[:, :ak], n, first.adj_ptr, first.adj_idx, first.adj_w, first.suitor_of)
+            self.last_bids = auction(
+                n, first.adj_ptr, first.adj_idx, first.adj_w, first.price, first.owner, first.points_to,
+                first.queue, cfg.auction_eps, cfg.auction_scaling,
+            )  # fmt: skip
+            pointer_candidates(n, first.points_to, first.adj_ptr, first.adj_idx, first.adj_w, first.pointer_v,
+                               first.pointer_i)  # fmt: skip
+            pv, pi = first.pointer_v[:n], first.pointer_i[:n]
+            suitor(pv, pi, n, mate, first.adj_ptr, first.adj_idx, first.adj_w, first.suitor_of, weight)
+        else:
+            suitor(cand_v, cand_i, n, mate, first.adj_ptr, first.adj_idx, first.adj_w, first.suitor_of, weight)
+        t3 = clock()
+        for _ in range(cfg.refill_rounds):
+            m = _leftovers(mate, cand_i, n, spare.sub)
+            if m < 2:
+                break
+            self._take(first, spare, m)
+            sub_x = Inputs(
+                left=spare.left, right=spare.emb, bias=spare.bias, min_score=spare.min_score, attr=spare.attr,
+                want=spare.want, filtered=spare.filtered, slots=spare.slots, forbid_flag=forbid_flag,
+                forbid_keys=forbid_keys, key_base=KEY_BASE, n=m,
+            )  # fmt: skip
+            sv, si = self.search.run(sub_x, estimate=False)  # leftovers: the estimate overshoots there
+            suitor(sv, si, m, spare.mate, spare.adj_ptr, spare.adj_idx, spare.adj_w, spare.suitor_of, spare.suitor_w)
+            if _adopt(spare.mate, spare.suitor_w, spare.sub, m, mate, weight) == 0:
+                break
+        pairs = int(np.count_nonzero(mate[:n] >= 0)) // 2
+        out_a = np.empty(pairs, dtype=np.int64)
+        out_b = np.empty(pairs, dtype=np.int64)
+        out_s = np.empty(pairs, dtype=np.float32)
+        found = _pairs(mate, weight, n, first.slots, out_a, out_b, out_s, 0)
+        assert found == pairs
+        # deterministic output: lower slot first within a pair, pairs sorted by it
+        lo, hi = np.minimum(out_a, out_b), np.maximum(out_a, out_b)
+        by = np.argsort(lo, kind="stable")
+        result = Matching(lo[by], hi[by], out_s[by])
+        t4 = clock()
+        self.last_timings = {
+            "prepare_ms": (t1 - t0) * 1e3,
+            "candidates_ms": (t2 - t1) * 1e3,
+            "matching_ms": (t3 - t2) * 1e3,
+            "refill_ms": (t4 - t3) * 1e3,
+        }
+        return result
+
+    @staticmethod
+    def _take(src: _Buffers, dst: _Buffers, m: int) -> None:
+        """Copy the rows ``dst.sub[:m]`` of ``src`` to the front of ``dst`` (refill round input)."""
+        sub = dst.sub[:m]
+        for name in ("slots", "emb", "left", "bias", "attr", "want", "min_score", "filtered"):
+            np.take(getattr(src, name), sub, axis=0, out=getattr(dst, name)[:m])
+
+
+def warm_up(engine: Engine) -> None:
+    """Compile every kernel (numba caches to disk, so later processes load instead of compile) and touch the
+    buffers once, so the first real tick pays neither. The pool spans full and partial blocks, because numba
+    compiles a separate variant for a partial (non-contiguous) block."""
+    n = 2 * engine.config.block + 37
+    rng = np.random.default_rng(0)
+    pool = Pool(engine.dim, capacity=n)
+    for i in range(n):
+        wants: dict[str, tuple[str, ...]] = {"gender": ("f",)} if i % 7 == 0 else {}
+        blocked = (f"warm{i + 1}",) if i % 11 == 0 else ()
+        emb = rng.standard_normal(engine.dim).astype(np.float32)
+        pool.add(f"warm{i}", 0.0, emb, {"gender": "f" if i % 2 else "m"}, wants, blocked=blocked)
+    model = BilinearModel.identity(engine.dim, "warm-up")
+    engine.match(pool, model, WaitCurve(), 1.0)
+    engine.match(pool, model, WaitCurve(1.0, 0.0, 5.0), 3.0)
+
+
+@contextmanager
+def gc_paused() -> Iterator[None]:
+    """No garbage collection inside the block (a full collection over many objects costs ~100 ms, DESIGN §3)."""
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
