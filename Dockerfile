@@ -11,6 +11,6 @@ COPY market ./market
 COPY outcomes ./outcomes
 RUN pip install . && useradd --create-home tickmatch
 USER tickmatch
-ENV TICKMATCH_DATA_DIR=/home/tickmatch/data
+ENV TICKMATCH_DATA_DIR=/home/tickmatch/data NUMBA_CACHE_DIR=/home/tickmatch/.numba
 ENTRYPOINT ["tickmatch"]
 CMD ["worker"]

@@ -16,7 +16,10 @@ from typing import Protocol
 
 import numpy as np
 
-from matching import HEURISTIC_VERSION, Pool, PoolError, embed_profile, match_pool
+from matching.engine import Engine, EngineConfig, gc_paused
+from matching.features import HEURISTIC_VERSION, embed_profile
+from matching.model import BilinearModel
+from matching.pool import Pool, PoolError
 from outcomes import EndOutcome, LabelJoin
 from schemas import (
     ChatEnd,
@@ -34,8 +37,6 @@ from schemas.records import InputEvent
 from stream.settings import Settings
 
 log = logging.getLogger(__name__)
-
-POLICY = "greedy-topk"
 
 
 class Sink(Protocol):
@@ -64,9 +65,28 @@ class WorkerRuntime:
         self.shard_partition: dict[str, int] = {}
         self.labels = LabelJoin(settings.label_grace_s, settings.censor_after_s, settings.orphan_grace_s)
         self.tick_id = 0
-        self.model_version = HEURISTIC_VERSION
-        self.policy = POLICY
+        self.engine = Engine(settings.embed_dim, EngineConfig(k=settings.match_k, threads=settings.match_threads))
+        self.model = BilinearModel.identity(settings.embed_dim, HEURISTIC_VERSION)
+        self.curve = settings.wait_curve()
+        cfg = self.engine.config
+        self.policy = f"{cfg.matcher}-top{cfg.k}"
         self.counters: dict[str, int] = {}
+
+    @property
+    def model_version(self) -> str:
+        """Version of the model the next tick will use."""
+        return self.model.version
+
+    def set_model(self, model: BilinearModel) -> None:
+        """Hot-swap the scoring model. Takes effect at the next tick; a running tick keeps the model it read at
+        its start (the reference is read once), so one tick never mixes two versions."""
+        if model.dim != self.settings.embed_dim:
+            raise ValueError(f"model {model.version} has dim {model.dim}, the worker uses {self.settings.embed_dim}")
+        self.model = model
+
+    def close(self) -> None:
+        """Stop the matching engine's threads."""
+        self.engine.close()
 
     def _count(self, name: str, n: int = 1) -> None:
         self.counters[name] = self.counters.get(name, 0) + n
@@ -75,7 +95,7 @@ class WorkerRuntime:
         """The shard's pool, created on first use."""
         pool = self.pools.get(shard)
         if pool is None:
-            pool = self.pools[shard] = Pool(self.settings.embed_dim)
+            pool = self.pools[shard] = Pool(self.settings.embed_dim, repeat_window_s=self.settings.repeat_window_s)
         return pool
 
     async def on_message(
@@ -110,7 +130,12 @@ class WorkerRuntime:
             }
             wants = {"country": event.want_country, "language": event.want_language, "gender": event.want_gender}
             self.pool(event.shard).add(
-                event.user_id, self.clock(), embed_profile(attrs, self.settings.embed_dim), attrs, wants
+                event.user_id,
+                self.clock(),
+                embed_profile(attrs, self.settings.embed_dim),
+                attrs,
+                wants,
+                blocked=event.blocked,
             )
             self._count("joins")
         elif isinstance(event, Leave):
@@ -146,6 +171,7 @@ class WorkerRuntime:
         """One matching round over every local shard, then label deadlines; emits decisions and stats."""
         self.tick_id += 1
         now = self.clock()
+        model = self.model  # read once: every pool of this tick uses the same version
         started = time.perf_counter()
         waiting = 0
         decisions: list[MatchDecision] = []
@@ -153,14 +179,17 @@ class WorkerRuntime:
             expired = pool.expire(now, self.settings.wait_ttl_s)
             if expired:
                 self._count("expired", len(expired))
+            pool.forbidden.prune(now, pool.slot_map)
             waiting += len(pool)
-            found = match_pool(pool)
+            with gc_paused():
+                found = self.engine.match(pool, model, self.curve, now)
             for a, b, score in zip(found.a.tolist(), found.b.tolist(), found.score.tolist(), strict=True):
                 user_a, user_b = pool.ids[a], pool.ids[b]
                 assert user_a is not None and user_b is not None
                 wait_a, wait_b = now - pool.joined_at[a], now - pool.joined_at[b]
                 pool.remove(user_a)
                 pool.remove(user_b)
+                pool.record_match(user_a, user_b, now)
                 decisions.append(
                     MatchDecision(
                         match_id=uuid.uuid4().hex,
@@ -169,7 +198,7 @@ class WorkerRuntime:
                         user_a=user_a,
                         user_b=user_b,
                         score=float(score),
-                        model_version=self.model_version,
+                        model_version=model.version,
                         policy=self.policy,
                         decided_at=now,
                         wait_a_s=float(max(wait_a, 0.0)),

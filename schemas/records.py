@@ -29,6 +29,7 @@ _FILTERS = (
     Field("want_country", "str_list", "Only match partners from these countries (empty: any).", required=False),
     Field("want_language", "str_list", "Only match partners speaking one of these (empty: any).", required=False),
     Field("want_gender", "str_list", "Only match partners of these genders (empty: any).", required=False),
+    Field("blocked", "str_list", "Users this user must never be matched with (both directions).", required=False),
 )
 
 END_REASONS = ("hangup", "skip", "disconnect", "report", "timeout")
@@ -109,6 +110,7 @@ class Join(Record):
     want_country: tuple[str, ...] = ()
     want_language: tuple[str, ...] = ()
     want_gender: tuple[str, ...] = ()
+    blocked: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,12 +9,20 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import logging
 import sys
+import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from stream.broker import BrokerError, EmbeddedBroker
 from stream.settings import Settings, SettingsError
+
+if TYPE_CHECKING:
+    from agents.runtime import WorkerRuntime
+
+log = logging.getLogger("tickmatch")
 
 
 class UsageError(Exception):
@@ -45,9 +53,27 @@ def cmd_worker(settings: Settings, loglevel: str) -> int:
         asyncio.run(ensure_topics(bootstrap_of(live.broker_url), live))
         uvloop.install()
         built = create_app(live)
+        prepare_engine(built.runtime)
         worker = faust.Worker(built.app, loglevel=loglevel, redirect_stdouts=False)
         worker.execute_from_commandline()
     return 0
+
+
+def prepare_engine(runtime: WorkerRuntime) -> None:
+    """Before the worker joins its consumer group: compile the matching kernels (seconds on a fresh machine;
+    inside a tick they would block the event loop past the session timeout), pin BLAS to one thread (the engine
+    runs its own threads), and freeze the warmed-up heap so the garbage collector skips it during ticks."""
+    from matching.engine import warm_up
+    from matching.tuning import blas_info, freeze_heap, set_blas_threads
+
+    started = time.perf_counter()
+    set_blas_threads(1)
+    warm_up(runtime.engine)
+    freeze_heap()
+    log.info(
+        "matching engine ready",
+        extra={"warm_up_s": round(time.perf_counter() - started, 2), "blas": blas_info(), "policy": runtime.policy},
+    )
 
 
 def cmd_schemas(out: Path) -> int:

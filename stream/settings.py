@@ -7,10 +7,13 @@ worker.
 
 from __future__ import annotations
 
+import math
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
+
+from matching.policy import WaitCurve
 
 
 class SettingsError(ValueError):
@@ -37,6 +40,16 @@ class Settings:
     web_enabled: bool = False
     data_dir: str = ".tickmatch"
     worker_name: str = ""
+    min_score_start: float = -math.inf
+    min_score_end: float = -math.inf
+    min_score_ramp_s: float = 10.0
+    repeat_window_s: float = 600.0
+    match_threads: int = 0
+    match_k: int = 8
+
+    def wait_curve(self) -> WaitCurve:
+        """The waiting-time policy these settings describe."""
+        return WaitCurve(self.min_score_start, self.min_score_end, self.min_score_ramp_s)
 
     def topic(self, name: str) -> str:
         """Full topic name with the configured prefix (lets several apps or tests share one broker)."""
@@ -74,6 +87,18 @@ class Settings:
             raise SettingsError(f"{ENV['partitions']} must be in 1..1024, got {self.partitions}")
         if not 2 <= self.embed_dim <= 1024:
             raise SettingsError(f"{ENV['embed_dim']} must be in 2..1024, got {self.embed_dim}")
+        if self.repeat_window_s < 0:
+            raise SettingsError(f"{ENV['repeat_window_s']} must be >= 0, got {self.repeat_window_s}")
+        if not 0 <= self.match_threads <= 64:
+            raise SettingsError(f"{ENV['match_threads']} must be in 0..64, got {self.match_threads}")
+        if not 1 <= self.match_k <= 64:
+            raise SettingsError(f"{ENV['match_k']} must be in 1..64, got {self.match_k}")
+        try:
+            self.wait_curve()
+        except ValueError as exc:
+            raise SettingsError(
+                f"{ENV['min_score_start']}/{ENV['min_score_end']}/{ENV['min_score_ramp_s']}: {exc}"
+            ) from exc
         if self.label_grace_s >= self.censor_after_s:
             raise SettingsError(
                 f"{ENV['label_grace_s']} ({self.label_grace_s}) must be below "
@@ -98,7 +123,15 @@ ENV: dict[str, str] = {
     "web_enabled": "TICKMATCH_WEB_ENABLED",
     "data_dir": "TICKMATCH_DATA_DIR",
     "worker_name": "TICKMATCH_WORKER_NAME",
+    "min_score_start": "TICKMATCH_MIN_SCORE_START",
+    "min_score_end": "TICKMATCH_MIN_SCORE_END",
+    "min_score_ramp_s": "TICKMATCH_MIN_SCORE_RAMP_S",
+    "repeat_window_s": "TICKMATCH_REPEAT_WINDOW_S",
+    "match_threads": "TICKMATCH_MATCH_THREADS",
+    "match_k": "TICKMATCH_MATCH_K",
 }
+
+MAY_BE_MINUS_INF = {"TICKMATCH_MIN_SCORE_START", "TICKMATCH_MIN_SCORE_END"}  # "-inf": no minimum score
 
 DOCS: dict[str, str] = {
     "broker_url": "Kafka bootstrap, e.g. kafka://kafka:9092. Unset: start the embedded Tansu broker on 127.0.0.1.",
@@ -117,6 +150,12 @@ DOCS: dict[str, str] = {
     "web_enabled": "Serve Faust's web views (true/false).",
     "data_dir": "Directory for broker logs and Faust data.",
     "worker_name": "Name reported in tick stats (default: host-pid).",
+    "min_score_start": "Minimum pair score for a user who just joined (-inf: no minimum).",
+    "min_score_end": "Minimum pair score after TICKMATCH_MIN_SCORE_RAMP_S of waiting (relaxes linearly).",
+    "min_score_ramp_s": "Seconds of waiting over which the minimum relaxes from start to end.",
+    "repeat_window_s": "Two users matched with each other are not matched again within this many seconds.",
+    "match_threads": "Scan threads of the matching engine (0: one per core).",
+    "match_k": "Candidates kept per user when matching (more: better matches, slower ticks).",
 }
 
 
@@ -134,8 +173,8 @@ def _parse(var: str, raw: str, annotation: Any) -> Any:
             return int(raw)
         if "float" in kind:
             value = float(raw)
-            if value != value or value in (float("inf"), float("-inf")):
-                raise ValueError("not finite")
+            if value != value or value == float("inf") or (value == float("-inf") and var not in MAY_BE_MINUS_INF):
+                raise ValueError("not finite" if value == value else "not a number")
             return value
         return raw
     except ValueError as exc:

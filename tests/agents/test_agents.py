@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from agents.runtime import WorkerRuntime
+from matching.model import BilinearModel
 from schemas import ChatEnd, DurationLabel, Join, Leave, MatchDecision, TickStats, encode
 from stream.app import Built, create_app
 from stream.settings import Settings
@@ -60,6 +61,7 @@ async def built() -> AsyncIterator[tuple[Built, Recorder, Clock]]:
     made.runtime.sink = recorder
     made.runtime.clock = clock
     yield made, recorder, clock
+    made.runtime.close()
 
 
 def key(shard: str) -> bytes:
@@ -125,3 +127,31 @@ async def test_revoked_partitions_drop_their_shards(built: tuple[Built, Recorder
     await made.runtime.apply(Join("b", "s1", 1.0), partition=1)
     assert made.runtime.drop_partitions({1}) == ["s1"]
     assert set(made.runtime.pools) == {"s0"}
+
+
+async def test_block_lists_repeat_window_and_model_hot_swap_reach_the_decisions(
+    built: tuple[Built, Recorder, Clock],
+) -> None:
+    made, recorder, clock = built
+    runtime: WorkerRuntime = made.runtime
+    await runtime.apply(Join("a", "s", 1.0, blocked=("b",)), partition=0)
+    await runtime.apply(Join("b", "s", 1.0), partition=0)
+    await runtime.tick()
+    assert recorder.decisions == []  # the only pair is blocked
+    await runtime.apply(Join("c", "s", 1.0), partition=0)
+    swapped = BilinearModel.identity(runtime.settings.embed_dim, "duration-v7")
+    runtime.set_model(swapped)
+    await runtime.tick()
+    (decision,) = recorder.decisions
+    assert decision.model_version == "duration-v7" and decision.policy == runtime.policy == "auction-top8"
+    pair = {decision.user_a, decision.user_b}
+    assert "c" in pair and pair != {"a", "b"}
+    # the same two users again, within the repeat window (and the third one gone): not matched a second time
+    (other,) = {"a", "b", "c"} - pair
+    await runtime.apply(Leave(other, "s", clock.now), partition=0)
+    for user in sorted(pair):
+        await runtime.apply(Join(user, "s", clock.now), partition=0)
+    await runtime.tick()
+    assert len(recorder.decisions) == 1
+    with pytest.raises(ValueError, match="dim"):
+        runtime.set_model(BilinearModel.identity(runtime.settings.embed_dim + 1, "wrong"))
