@@ -66,7 +66,9 @@ class CandidateSearch:
         self.fallbacks = 0  # users recomputed exactly in the last run (estimate was too high)
         self.threads = threads
         self._pool = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="tickmatch-scan")
-        self._buffers = [np.empty((block, block), dtype=np.float32) for _ in range(threads)]
+        # flat, so a partial edge block is a *contiguous* view: BLAS writes it in place (a strided output made
+        # numpy allocate and copy a temporary per edge block)
+        self._buffers = [np.empty(block * block, dtype=np.float32) for _ in range(threads)]
         self._seg = [np.empty(2 * (block // CHUNK + 2) + block, dtype=np.int64) for _ in range(threads)]
         self._pen = [np.empty(block, dtype=np.float32) for _ in range(threads)]
         self._lock = threading.Lock()
@@ -120,12 +122,17 @@ class CandidateSearch:
             futures = [self._pool.submit(self._work, t, x) for t in range(self.threads)]
             self.slow_path = sum(f.result() for f in futures)
         if self.threads == 1:
-            merge_topk(self._topv[0], self._topi[0], self._topv[0], self._empty_i, n, self.cand_v, self.cand_i)
+            merge_topk(self._topv[0], self._topi[0], self._topv[0], self._empty_i, 0, n, self.cand_v, self.cand_i)
         else:
-            merge_topk(self._topv[0], self._topi[0], self._topv[1], self._topi[1], n, self.cand_v, self.cand_i)
+            # users split over the threads: the merge is per user and needs no coordination
+            half = (n + 1) // 2
+            lists = (self._topv[0], self._topi[0], self._topv[1], self._topi[1])
+            parts = [(0, half), (half, n)]
+            for f in [self._pool.submit(merge_topk, *lists, lo, hi, self.cand_v, self.cand_i) for lo, hi in parts]:
+                f.result()
             for t in range(2, self.threads):  # fold further threads in pairwise (rare: more than 2 cores)
                 prev_v, prev_i = self.cand_v.copy(), self.cand_i.copy()
-                merge_topk(prev_v, prev_i, self._topv[t], self._topi[t], n, self.cand_v, self.cand_i)
+                merge_topk(prev_v, prev_i, self._topv[t], self._topi[t], 0, n, self.cand_v, self.cand_i)
         self.fallbacks = self._fallback(x, floor) if estimated else 0
         return self.cand_v[:n], self.cand_i[:n]
 
@@ -176,7 +183,7 @@ class CandidateSearch:
             left = x.left[rows]
             for c in range(0, n, b):
                 c1 = min(c + b, n)
-                out = buf[: rows.shape[0], : c1 - c]
+                out = buf[: rows.shape[0] * (c1 - c)].reshape(rows.shape[0], c1 - c)
                 np.matmul(left, x.right[c:c1].T, out=out)
                 rescan_rows(
                     out, rows, c, x.bias, x.min_score, x.attr, x.want, x.filtered, x.slots, x.forbid_flag,
@@ -206,7 +213,7 @@ class CandidateSearch:
             cols = range(r, n, b)
             for c in cols if t % 2 == 0 else reversed(cols):  # opposite directions: fewer shared cache lines
                 c1 = min(c + b, n)
-                out = buf[: r1 - r, : c1 - c]
+                out = buf[: (r1 - r) * (c1 - c)].reshape(r1 - r, c1 - c)
                 np.matmul(x.left[r:r1], x.right[c:c1].T, out=out)
                 slow += scan_block(
                     out, r, c, r == c, x.bias, x.min_score, x.attr, x.want, x.filtered, x.slots, x.forbid_flag,

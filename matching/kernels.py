@@ -16,7 +16,7 @@ import numpy as np
 from numba import njit
 
 ANY_MASK = np.uint64(0xFFFF_FFFF_FFFF_FFFF)
-CHUNK = 16  # screening width, passed at run time: a compile-time constant gets unrolled, not vectorised (~7x)
+CHUNK = 32  # screening width (<= 62: bit masks), passed at run time: a constant is unrolled, not vectorised
 
 
 @njit(nogil=True, cache=True)
@@ -69,14 +69,16 @@ def pair_allowed(
 
 @njit(nogil=True, cache=True, inline="always")
 def _replace_worst(vals: np.ndarray, idxs: np.ndarray, worst: np.ndarray, g: int, v: np.float32, other: int) -> float:
-    """Overwrite the weakest of one user's k candidates; returns the new k-th best (the new threshold)."""
+    """Overwrite the weakest of user g's k candidates; returns the new k-th best (the new threshold).
+
+    Indexes the 2-D arrays directly: taking a row view per insert costs refcount updates (measured ~2x)."""
     w = worst[g]
-    vals[w] = v
-    idxs[w] = other
-    low = vals[0]
+    vals[g, w] = v
+    idxs[g, w] = other
+    low = vals[g, 0]
     w = 0
-    for p in range(1, vals.shape[0]):
-        x = vals[p]
+    for p in range(1, vals.shape[1]):
+        x = vals[g, p]
         if x < low:
             low = x
             w = p
@@ -259,11 +261,11 @@ def scan_block(
                 # Insert into each side whose k-th best it beats. ``worst[g]`` remembers where g's k-th best
                 # sits, so an insert is one store plus one min/argmin pass over k values (was two passes).
                 if v > thr[gi] and v > own_thr[gi]:
-                    low = _replace_worst(topv[gi], topi[gi], worst, gi, v, gj)
+                    low = _replace_worst(topv, topi, worst, gi, v, gj)
                     own_thr[gi] = low
                     thr[gi] = max(thr[gi], low)
                 if v > thr[gj] and v > own_thr[gj]:
-                    low = _replace_worst(topv[gj], topi[gj], worst, gj, v, gi)
+                    low = _replace_worst(topv, topi, worst, gj, v, gi)
                     own_thr[gj] = low
                     thr[gj] = max(thr[gj], low)
     return slow
@@ -290,14 +292,15 @@ def merge_topk(
     topi_a: np.ndarray,
     topv_b: np.ndarray,
     topi_b: np.ndarray,
-    n: int,
+    lo: int,
+    hi: int,
     out_v: np.ndarray,
     out_i: np.ndarray,
 ) -> None:
-    """Best k of two threads' lists per user, ordered by (score desc, index asc) so the result is deterministic
-    whichever thread happened to scan which block."""
+    """Best k of two threads' lists for users ``lo..hi-1``, ordered by (score desc, index asc) so the result is
+    deterministic whichever thread happened to scan which block."""
     k = out_v.shape[1]
-    for g in range(n):
+    for g in range(lo, hi):
         filled = 0
         for src in range(2):
             tv = topv_a if src == 0 else topv_b
@@ -464,30 +467,46 @@ def estimate_thresholds(
     user has in the whole pool, their mean and spread (a normal fit) where the ``target_rank``-th best lies.
     The estimate may be wrong in either direction; the caller recomputes exactly every user that ends with
     fewer than k candidates above its start, so results never depend on it — only the work does.
-    Forbidden pairs are ignored here (too rare to move the estimate).
+    Forbidden pairs and the sample users' own filters are ignored here (they only steer work).
     """
     s_count = sample.shape[0]
     n_attr = attr.shape[1]
+    s_bias = np.empty(s_count, dtype=np.float32)
+    s_min = np.empty(s_count, dtype=np.float32)
+    for s in range(s_count):
+        s_bias[s] = bias[sample[s]]
+        s_min[s] = min_score[sample[s]]
     for g in range(lo, hi):
         row = sample_scores[g - lo]
+        bg = bias[g]
+        mg = min_score[g]
         cnt = 0
         total = 0.0
         total_sq = 0.0
-        bg = bias[g]
-        mg = min_score[g]
-        for s in range(s_count):
-            h = sample[s]
-            v = row[s] + bg + bias[h]
-            ok = h != g and v >= min(mg, min_score[h])
-            if ok and (filtered[g] or filtered[h]):
+        if not filtered[g]:
+            # Branch-free (vectorised) over the sample. Filters of the sample users are ignored here: the
+            # estimate only steers work, and the exact fallback covers a too-high start.
+            for s in range(s_count):
+                v = row[s] + bg + s_bias[s]
+                keep = (v >= min(mg, s_min[s])) & (sample[s] != g)
+                cnt += keep
+                total += v * keep
+                total_sq += v * v * keep
+        else:
+            for s in range(s_count):
+                h = sample[s]
+                v = row[s] + bg + s_bias[s]
+                if h == g or v < min(mg, s_min[s]):
+                    continue
+                ok = True
                 for a in range(n_attr):
-                    if not _accepts(want[g, a], attr[h, a]) or not _accepts(want[h, a], attr[g, a]):
+                    if not _accepts(want[g, a], attr[h, a]):
                         ok = False
                         break
-            if ok:
-                cnt += 1
-                total += v
-                total_sq += v * v
+                if ok:
+                    cnt += 1
+                    total += v
+                    total_sq += v * v
         out[g] = floor
         if cnt < 16:
             continue
@@ -534,7 +553,7 @@ def rescan_rows(
                 continue
             if not pair_allowed(g, h, attr, want, filtered, slots, forbid_flag, forbid_keys, key_base):
                 continue
-            thr[g] = _replace_worst(topv[g], topi[g], worst, g, v, h)
+            thr[g] = _replace_worst(topv, topi, worst, g, v, h)
 
 
 @njit(nogil=True, cache=True)
