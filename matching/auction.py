@@ -95,6 +95,7 @@ def auction(
     queue: np.ndarray,
     eps_rel: float,
     scaling: float = 20.0,
+    warm: bool = False,
 ) -> int:
     """Assignment maximising the summed weight, within ``2n * eps`` of optimal (final ``eps = eps_rel * max|w|``).
 
@@ -105,16 +106,20 @@ def auction(
     whichever of object u / option ``n + u`` is left, so a complete assignment always exists and means: u is
     matched to its pick, or u is unmatched and nobody picked u — exactly the matching constraints, relaxed
     only in allowing cycles longer than two. ``points_to[p]`` gets person p's object. Scratch sizes:
-    ``price``/``owner``/``points_to`` 2n, ``queue`` 2n + 1. Returns the number of bids (for profiling).
+    ``price``/``owner``/``points_to`` 2n, ``queue`` 2n + 1. With ``warm``, ``price`` holds starting prices.
+    Returns the number of bids (for profiling).
     """
     top = 0.0
     for e in range(adj_ptr[n]):
         top = max(top, abs(adj_w[e]))
     eps_final = max(top * eps_rel, 1e-12)
     m = 2 * n
-    for o in range(m):
-        price[o] = 0.0
-    eps = eps_final if scaling <= 1.0 else max(top / scaling, eps_final)
+    if not warm:
+        for o in range(m):
+            price[o] = 0.0
+    # Warm prices (the previous tick's, for users still waiting) are already near equilibrium: one phase at the
+    # final epsilon. Any starting prices give a correct result; good ones just need fewer bids.
+    eps = eps_final if (scaling <= 1.0 or warm) else max(top / scaling, eps_final)
     bids = 0
     size = m + 1
     for o in range(m):

@@ -53,6 +53,7 @@ class EngineConfig:
     auction_k: int = 8  # candidates per user the auction sees (6: 0.984 quality at d=32 vs 0.989 with 8, no faster)
     auction_eps: float = 3e-3  # final auction epsilon relative to the largest score: loss <= 2n * eps
     auction_scaling: float = 20.0  # epsilon divided by this per phase (fewer phases = fewer bids, measured)
+    warm_prices: bool = True  # start the auction from the prices users had in their previous tick
 
     def resolved_threads(self) -> int:
         return self.threads if self.threads > 0 else max(1, min(os.cpu_count() or 1, 8))
@@ -88,6 +89,31 @@ def _gather(
         wait_out[n] = max(now - joined_at[s], 0.0)
         n += 1
     return n
+
+
+@njit(nogil=True, cache=True)
+def _load_prices(slot_price: np.ndarray, slots: np.ndarray, n: int, price: np.ndarray) -> bool:
+    """Starting auction prices from the pool (0 for users new to the auction); False if nobody has one."""
+    known = 0
+    for g in range(n):
+        a = slot_price[slots[g], 0]
+        b = slot_price[slots[g], 1]
+        if a == a and b == b:  # not NaN
+            price[g] = a
+            price[n + g] = b
+            known += 1
+        else:
+            price[g] = 0.0
+            price[n + g] = 0.0
+    return known > 0
+
+
+@njit(nogil=True, cache=True)
+def _store_prices(price: np.ndarray, slots: np.ndarray, n: int, slot_price: np.ndarray) -> None:
+    """Remember every user's final prices for the next tick (their slot keeps them while they wait)."""
+    for g in range(n):
+        slot_price[slots[g], 0] = price[g]
+        slot_price[slots[g], 1] = price[n + g]
 
 
 @njit(nogil=True, cache=True)
@@ -239,10 +265,13 @@ class Engine:
         if cfg.matcher == "auction":
             ak = min(cfg.auction_k, cfg.k)  # lists are sorted: the best auction_k of each
             build_graph(cand_v[:, :ak], cand_i[:, :ak], n, first.adj_ptr, first.adj_idx, first.adj_w, first.suitor_of)
+            warm = cfg.warm_prices and _load_prices(pool.price, first.slots, n, first.price)
             self.last_bids = auction(
                 n, first.adj_ptr, first.adj_idx, first.adj_w, first.price, first.owner, first.points_to,
-                first.queue, cfg.auction_eps, cfg.auction_scaling,
+                first.queue, cfg.auction_eps, cfg.auction_scaling, warm,
             )  # fmt: skip
+            if cfg.warm_prices:
+                _store_prices(first.price, first.slots, n, pool.price)
             pointer_candidates(n, first.points_to, first.adj_ptr, first.adj_idx, first.adj_w, first.pointer_v,
                                first.pointer_i)  # fmt: skip
             pv, pi = first.pointer_v[:n], first.pointer_i[:n]

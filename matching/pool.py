@@ -75,6 +75,9 @@ class Pool:
         self.active = np.zeros(0, dtype=bool)
         self.attr = np.zeros((0, len(ATTRS)), dtype=np.int8)
         self.want = np.zeros((0, len(ATTRS)), dtype=np.uint64)
+        # Auction prices (as partner, as "stays unmatched") from the last tick this user took part in: the
+        # market's value of each waiting user, reused as the next tick's starting point. NaN: none yet.
+        self.price = np.zeros((0, 2), dtype=np.float64)
         self.ids: list[str | None] = []
         self._slot: dict[str, int] = {}
         self._free: list[int] = []
@@ -88,6 +91,7 @@ class Pool:
         self.active = _resized(self.active, (capacity,))
         self.attr = _resized(self.attr, (capacity, len(ATTRS)))
         self.want = _resized(self.want, (capacity, len(ATTRS)))
+        self.price = _resized(self.price, (capacity, 2))
         self.forbidden.resize(capacity)
         self.ids.extend([None] * (capacity - old))
         self._free.extend(range(capacity - 1, old - 1, -1))  # pop() hands out low slots first
@@ -128,6 +132,7 @@ class Pool:
             self._slot[user_id] = slot
             self.ids[slot] = user_id
             self.joined_at[slot] = joined_at
+            self.price[slot] = np.nan
             self.active[slot] = True
             self.size += 1
         self.emb[slot] = embedding

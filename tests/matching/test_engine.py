@@ -272,3 +272,19 @@ def test_wait_curve_relaxes_linearly_and_rejects_nonsense() -> None:
         WaitCurve(1.0, 2.0)
     with pytest.raises(ValueError, match="ramp_s"):
         WaitCurve(1.0, 0.0, 0.0)
+
+
+def test_auction_prices_carry_over_between_ticks_without_losing_quality(
+    engines: tuple[Engine, Engine, Engine],
+) -> None:
+    engine = engines[0]
+    pool = build_pool(11, 300, 0.2, 0.05, bias=0.0)
+    model = model_for(11)
+    cold = engine.match(pool, model, WaitCurve(0.0, 0.0), 30.0)
+    active = pool.active_slots()
+    assert not np.isnan(pool.price[active]).any()  # every waiting user now has prices
+    warm = engine.match(pool, model, WaitCurve(0.0, 0.0), 30.0)
+    check_valid(pool, model, WaitCurve(0.0, 0.0), 30.0, warm)
+    assert float(warm.score.sum()) >= 0.995 * float(cold.score.sum())
+    slot = pool.add("newcomer", 30.0, np.ones(DIM, np.float32), {}, {})
+    assert np.isnan(pool.price[slot]).all()  # a new user starts without a price, even in a reused slot
