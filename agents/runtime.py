@@ -122,12 +122,7 @@ class WorkerRuntime:
         """Apply a validated event to the shard state."""
         self.shard_partition[event.shard] = partition
         if isinstance(event, Join):
-            attrs = {
-                "country": event.country,
-                "language": event.language,
-                "gender": event.gender,
-                "age_band": event.age_band,
-            }
+            attrs = _profile(event)
             wants = {"country": event.want_country, "language": event.want_language, "gender": event.want_gender}
             self.pool(event.shard).add(
                 event.user_id,
@@ -142,12 +137,7 @@ class WorkerRuntime:
             self.pool(event.shard).remove(event.user_id)
             self._count("leaves")
         elif isinstance(event, ProfileUpdate):
-            attrs = {
-                "country": event.country,
-                "language": event.language,
-                "gender": event.gender,
-                "age_band": event.age_band,
-            }
+            attrs = _profile(event)
             self.pool(event.shard).update_features(event.user_id, embed_profile(attrs, self.settings.embed_dim), attrs)
             self._count("profile_updates")
         else:
@@ -257,6 +247,11 @@ class WorkerRuntime:
     def waiting(self) -> int:
         """Users waiting over all local shards."""
         return int(sum(len(p) for p in self.pools.values()))
+
+
+def _profile(event: Join | ProfileUpdate) -> dict[str, str | None]:
+    """The profile attributes an event carries (None where not given)."""
+    return {"country": event.country, "language": event.language, "gender": event.gender, "age_band": event.age_band}
 
 
 def latency_summary(samples_ms: list[float]) -> dict[str, float]:

@@ -332,6 +332,71 @@ def merge_topk(
 
 
 @njit(nogil=True, cache=True)
+def build_graph(
+    cand_v: np.ndarray,
+    cand_i: np.ndarray,
+    n: int,
+    adj_ptr: np.ndarray,
+    adj_idx: np.ndarray,
+    adj_w: np.ndarray,
+    fill: np.ndarray,
+) -> int:
+    """Symmetric candidate graph in CSR form without duplicate edges; returns the number of stored arcs.
+
+    Edge (g, h) exists if h is in g's top-k or g in h's. Each row is sorted by neighbour index, which also
+    makes every later pass over it deterministic. ``fill`` is scratch of size n.
+    """
+    k = cand_i.shape[1]
+    for g in range(n + 1):
+        adj_ptr[g] = 0
+    for g in range(n):
+        for p in range(k):
+            h = cand_i[g, p]
+            if h >= 0:
+                adj_ptr[g + 1] += 1
+                adj_ptr[h + 1] += 1
+    for g in range(n):
+        adj_ptr[g + 1] += adj_ptr[g]
+    for g in range(n):
+        fill[g] = adj_ptr[g]
+    for g in range(n):
+        for p in range(k):
+            h = cand_i[g, p]
+            if h >= 0:
+                w = cand_v[g, p]
+                adj_idx[fill[g]] = h
+                adj_w[fill[g]] = w
+                fill[g] += 1
+                adj_idx[fill[h]] = g
+                adj_w[fill[h]] = w
+                fill[h] += 1
+    # sort each row by neighbour and drop duplicates, compacting in place
+    out = 0
+    start = 0
+    for g in range(n):
+        end = adj_ptr[g + 1]
+        row_start = out
+        for e in range(start, end):
+            h = adj_idx[e]
+            w = adj_w[e]
+            q = out
+            while q > row_start and adj_idx[q - 1] > h:
+                q -= 1
+            if q > row_start and adj_idx[q - 1] == h:
+                continue  # the same pair listed by both users
+            for r in range(out, q, -1):
+                adj_idx[r] = adj_idx[r - 1]
+                adj_w[r] = adj_w[r - 1]
+            adj_idx[q] = h
+            adj_w[q] = w
+            out += 1
+        adj_ptr[g] = row_start
+        start = end
+    adj_ptr[n] = out
+    return out
+
+
+@njit(nogil=True, cache=True)
 def _better(w1: float, u1: int, w2: float, u2: int) -> bool:
     """Strict total order on proposals: heavier first, then the lower index (deterministic ties)."""
     return w1 > w2 or (w1 == w2 and u1 < u2)
@@ -349,39 +414,14 @@ def suitor(
     suitor_of: np.ndarray,
     suitor_w: np.ndarray,
 ) -> int:
-    """Suitor algorithm (Manne & Halappanavar 2014) on the symmetrised candidate graph.
+    """Suitor algorithm (Manne & Halappanavar 2014) on the symmetrised candidate graph (:func:`build_graph`).
 
     Each user proposes to the best neighbour that prefers it over its current suitor; a displaced suitor
     proposes again. With a strict order on edges the result equals greedy (heaviest edge first) matching, a
     1/2-approximation of max-weight matching, in O(edges) time. ``mate[g]`` gets the partner or -1.
     Scratch arrays are passed in so a tick allocates nothing. Returns the number of pairs.
     """
-    k = cand_i.shape[1]
-    # symmetrise: every candidate edge (g, h) is stored under g and under h
-    for g in range(n + 1):
-        adj_ptr[g] = 0
-    for g in range(n):
-        for p in range(k):
-            h = cand_i[g, p]
-            if h >= 0:
-                adj_ptr[g + 1] += 1
-                adj_ptr[h + 1] += 1
-    for g in range(n):
-        adj_ptr[g + 1] += adj_ptr[g]
-    fill = suitor_of  # reuse as a cursor before the matching starts
-    for g in range(n):
-        fill[g] = adj_ptr[g]
-    for g in range(n):
-        for p in range(k):
-            h = cand_i[g, p]
-            if h >= 0:
-                w = cand_v[g, p]
-                adj_idx[fill[g]] = h
-                adj_w[fill[g]] = w
-                fill[g] += 1
-                adj_idx[fill[h]] = g
-                adj_w[fill[h]] = w
-                fill[h] += 1
+    build_graph(cand_v, cand_i, n, adj_ptr, adj_idx, adj_w, suitor_of)  # suitor_of: scratch until reset
     for g in range(n):
         suitor_of[g] = -1
         suitor_w[g] = -np.inf

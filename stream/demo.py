@@ -24,7 +24,7 @@ from aiokafka import AIOKafkaProducer
 from agents.runtime import latency_summary
 from market.live import LiveMarket, MarketConfig
 from outcomes import double_booked
-from stream.broker import BrokerError
+from stream.broker import BrokerError, stop_process
 from stream.cli import UsageError, broker_for
 from stream.readback import Readback, Seen
 from stream.settings import ENV, Settings
@@ -80,12 +80,7 @@ def worker_process(settings: Settings, log_path: Path) -> Iterator[subprocess.Po
     try:
         yield proc
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=5)
+        stop_process(proc, grace_s=15.0)
 
 
 def summarize(seen: Seen, market_sent: int, elapsed_s: float) -> dict[str, Any]:
