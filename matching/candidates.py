@@ -2,9 +2,11 @@
 
 The pair score is symmetric, so only blocks ``(I, J)`` with ``J >= I`` are computed: one single-threaded BLAS
 product ``L[I] @ R[J].T`` into a per-thread buffer that stays in cache, immediately folded into that thread's
-top-k lists by :func:`matching.kernels.scan_block`. Threads take blocks from a shared counter (dynamic
-balance), each keeps its own top-k arrays (no locks, no races), and the two lists are merged deterministically at
-the end. All buffers are allocated once for a capacity and reused: a steady-state tick allocates nothing large.
+top-k lists by :func:`matching.kernels.scan_block`. Threads take whole row strips from a shared counter, largest
+first (dynamic balance), each keeps its own top-k lists and publishes thresholds in one shared array (benign
+races, see the kernel), and the lists are merged deterministically at the end. Starting thresholds are estimated
+from a sample; users they overshoot are recomputed exactly. All buffers are allocated once for a capacity and
+reused: a steady-state tick allocates nothing large.
 """
 
 from __future__ import annotations

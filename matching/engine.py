@@ -1,4 +1,4 @@
-"""The tick's matcher: pool -> compact arrays -> top-k candidates -> Suitor -> refill rounds -> pairs.
+"""The tick's matcher: pool -> compact arrays -> top-k candidates -> auction (or Suitor) -> refill rounds -> pairs.
 
 One :class:`Engine` per worker, reused every tick: every buffer is sized for a capacity and grows by doubling,
 so a steady-state tick allocates nothing proportional to the pool except its small result arrays.
