@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from matching.candidates import CandidateSearch, Inputs
 from matching.constraints import KEY_BASE, pair_key
 from matching.engine import Engine, EngineConfig, Matching
-from matching.exact import allowed_matrix, exact_pairs, total
+from matching.exact import allowed_matrix, allowed_pairs, exact_pairs, total
 from matching.kernels import ANY_MASK
 from matching.model import BilinearModel, ModelError
 from matching.policy import WaitCurve
@@ -124,27 +124,9 @@ def test_matching_is_valid_deterministic_and_at_least_half_optimal(
 def brute_top_k(x: Inputs, scores: npt.NDArray[np.float32], k: int) -> list[list[float]]:
     """Top-k pair scores per user by brute force over an explicit allowed matrix."""
     n = x.n
-    out = []
-    for g in range(n):
-        vals = []
-        for h in range(n):
-            if h == g:
-                continue
-            v = float(scores[g, h])
-            if v < min(float(x.min_score[g]), float(x.min_score[h])):
-                continue
-            ok = True
-            for a in range(x.attr.shape[1]):
-                for p, q in ((g, h), (h, g)):
-                    w, c = int(x.want[p, a]), int(x.attr[q, a])
-                    if not (w == int(ANY_MASK) if c < 0 else (w >> c) & 1):
-                        ok = False
-            if int(pair_key(int(x.slots[g]), int(x.slots[h]))) in set(x.forbid_keys.tolist()):
-                ok = False
-            if ok:
-                vals.append(v)
-        out.append(sorted(vals, reverse=True)[:k])
-    return out
+    allowed = allowed_pairs(x.attr, x.want, x.slots, x.forbid_keys)
+    eligible = allowed & (scores >= np.minimum.outer(x.min_score[:n], x.min_score[:n]))
+    return [sorted(scores[g, eligible[g]].astype(float).tolist(), reverse=True)[:k] for g in range(n)]
 
 
 @settings(max_examples=30, deadline=None)
