@@ -55,6 +55,10 @@ class EngineConfig:
     auction_scaling: float = 20.0  # epsilon divided by this per phase (fewer phases = fewer bids, measured)
     warm_prices: bool = True  # start the auction from the prices users had in their previous tick
 
+    def __post_init__(self) -> None:
+        if self.matcher not in ("auction", "greedy"):
+            raise ValueError(f"unknown matcher {self.matcher!r}: use 'auction' or 'greedy'")
+
     def resolved_threads(self) -> int:
         return self.threads if self.threads > 0 else max(1, min(os.cpu_count() or 1, 8))
 
@@ -186,6 +190,14 @@ class _Buffers:
         self.cand_v = np.empty((capacity, k), dtype=np.float32)
         self.cand_i = np.empty((capacity, k), dtype=np.int32)
 
+    def inputs(self, n: int, forbid_flag: npt.NDArray[np.bool_], forbid_keys: npt.NDArray[np.int64]) -> Inputs:
+        """The candidate search's view of the first ``n`` users held here."""
+        return Inputs(
+            left=self.left, right=self.emb, bias=self.bias, min_score=self.min_score, attr=self.attr,
+            want=self.want, filtered=self.filtered, slots=self.slots, forbid_flag=forbid_flag,
+            forbid_keys=forbid_keys, key_base=KEY_BASE, n=n,
+        )  # fmt: skip
+
 
 class Engine:
     """Matches one pool per call. Not thread-safe: one engine per worker (it owns the scan threads)."""
@@ -219,8 +231,6 @@ class Engine:
 
         ``model`` is used for the whole call, so one call never mixes two model versions.
         """
-        if self.config.matcher not in ("auction", "greedy"):
-            raise ValueError(f"unknown matcher {self.config.matcher!r}: use 'auction' or 'greedy'")
         if model.dim != pool.dim or pool.dim != self.dim:
             raise ModelError(f"model dim {model.dim}, pool dim {pool.dim} and engine dim {self.dim} must agree")
         n_total = len(pool)
@@ -247,13 +257,8 @@ class Engine:
         forbid_flag = pool.forbidden.flag
 
         cfg = self.config
-        x = Inputs(
-            left=first.left, right=first.emb, bias=first.bias, min_score=first.min_score, attr=first.attr,
-            want=first.want, filtered=first.filtered, slots=first.slots, forbid_flag=forbid_flag,
-            forbid_keys=forbid_keys, key_base=KEY_BASE, n=n,
-        )  # fmt: skip
         t1 = clock()
-        cand_v, cand_i = self.search.run(x)
+        cand_v, cand_i = self.search.run(first.inputs(n, forbid_flag, forbid_keys))
         t2 = clock()
         # keep round 0's candidates: refill rounds reuse the search buffers
         np.copyto(first.cand_v[:n], cand_v)
@@ -284,12 +289,8 @@ class Engine:
             if m < 2:
                 break
             self._take(first, spare, m)
-            sub_x = Inputs(
-                left=spare.left, right=spare.emb, bias=spare.bias, min_score=spare.min_score, attr=spare.attr,
-                want=spare.want, filtered=spare.filtered, slots=spare.slots, forbid_flag=forbid_flag,
-                forbid_keys=forbid_keys, key_base=KEY_BASE, n=m,
-            )  # fmt: skip
-            sv, si = self.search.run(sub_x, estimate=False)  # leftovers: the estimate overshoots there
+            # leftovers: the threshold estimate overshoots there
+            sv, si = self.search.run(spare.inputs(m, forbid_flag, forbid_keys), estimate=False)
             suitor(sv, si, m, spare.mate, spare.adj_ptr, spare.adj_idx, spare.adj_w, spare.suitor_of, spare.suitor_w)
             if _adopt(spare.mate, spare.suitor_w, spare.sub, m, mate, weight) == 0:
                 break
@@ -322,8 +323,8 @@ class Engine:
 
 def warm_up(engine: Engine) -> None:
     """Compile every kernel (numba caches to disk, so later processes load instead of compile) and touch the
-    buffers once, so the first real tick pays neither. The pool spans full and partial blocks, because numba
-    compiles a separate variant for a partial (non-contiguous) block."""
+    buffers once, so the first real tick pays neither. The pool spans full and partial blocks, diagonal and
+    off-diagonal ones, so every code path of the scan runs once."""
     n = 2 * engine.config.block + 37
     rng = np.random.default_rng(0)
     pool = Pool(engine.dim, capacity=n)

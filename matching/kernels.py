@@ -56,8 +56,8 @@ def pair_allowed(
 ) -> bool:
     """Mutual filters and forbidden pairs (block lists, recent repeats) of compact users ``i`` and ``j``.
 
-    The scan kernel repeats this logic inline (a call passing arrays costs refcount traffic per pair); this
-    standalone version is the reference the tests compare the engine's output with."""
+    The scan kernel repeats this logic inline (a call passing arrays costs refcount traffic per pair, ~45 ns);
+    the exact fallback :func:`rescan_rows`, which runs for a few users per tick, calls it."""
     if filtered[i] or filtered[j]:
         for a in range(attr.shape[1]):
             if not _accepts(want[i, a], attr[j, a]) or not _accepts(want[j, a], attr[i, a]):
