@@ -1,0 +1,45 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from learning.features import RAW_DIM, featurize
+from learning.scorer import heuristic_scorer, scorer_from_raw_weights
+from matching.model import ModelError
+
+
+def test_export_is_exact_when_wide_enough_and_best_low_rank_below() -> None:
+    rng = np.random.default_rng(0)
+    w = rng.standard_normal((RAW_DIM, RAW_DIM))
+    w = (w + w.T) / 2
+    a = rng.standard_normal((50, RAW_DIM)).astype(np.float32)
+    b = rng.standard_normal((50, RAW_DIM)).astype(np.float32)
+    truth = np.einsum("ij,jk,ik->i", a, w, b)
+    exact = scorer_from_raw_weights(w, RAW_DIM, "v1")
+    np.testing.assert_allclose(exact.score_raw(a, b), truth, rtol=1e-3, atol=1e-2)
+    # rank-2 form exported into 2 dims is exact as well (only its nonzero eigenpairs are kept)
+    u = rng.standard_normal((RAW_DIM, 2))
+    low = u @ np.diag([2.0, -1.0]) @ u.T
+    small = scorer_from_raw_weights(low, 2, "v2")
+    np.testing.assert_allclose(small.score_raw(a, b), np.einsum("ij,jk,ik->i", a, low, b), rtol=1e-3, atol=1e-2)
+    with pytest.raises(ModelError):
+        scorer_from_raw_weights(np.full((3, 3), np.nan), 2, "bad")
+
+
+def test_heuristic_scores_shared_attributes() -> None:
+    scorer = heuristic_scorer(RAW_DIM)
+    me = featurize({"language": "en", "country": "US", "age_band": "18-24", "gender": "f"})
+    same = featurize({"language": "en", "country": "US", "age_band": "18-24", "gender": "f"})
+    half = featurize({"language": "en", "country": "GB", "age_band": "45+", "gender": "m"})
+    none = featurize({})
+    s = scorer.score_raw(np.stack([me, me, me]), np.stack([same, half, none]))
+    assert s[0] == pytest.approx(1.0 + 0.6 + 0.5 + 0.2, rel=1e-5)
+    assert s[2] == 0.0
+    assert s[0] > s[1] >= 1.0  # shares the language (weight 1) and maybe a hashed slot of another value
+
+
+def test_featurize_layout() -> None:
+    raw = featurize({"language": "ko"}, signals=tuple(range(20)))
+    assert raw.shape == (RAW_DIM,) and raw[0] == 1.0
+    assert raw[1:17].tolist() == [float(min(v, 10)) for v in range(16)]  # 16 signals kept, clipped at 10
+    assert np.linalg.norm(raw[17:]) == pytest.approx(1.0)  # one attribute value: unit norm
