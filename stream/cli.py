@@ -1,4 +1,4 @@
-"""``tickmatch`` command line: ``demo``, ``worker`` and ``schemas``.
+"""``tickmatch`` command line: ``demo``, ``simulate``, ``worker``, ``trainer``, ``flywheel`` and ``schemas``.
 
 Errors a user can cause (bad settings, broker not reachable, bad arguments) end with one clear line and exit
 code 2, never a stack trace.
@@ -97,6 +97,34 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     return run_demo(settings, options)
 
 
+def cmd_flywheel(args: argparse.Namespace) -> int:
+    """Simulated market runs of every policy over several seeds; JSON summary and PNGs."""
+    import orjson
+
+    from market.flywheel import print_progress, run_flywheel, write_plots
+    from market.policies import POLICIES
+
+    unknown = sorted(set(args.policies) - set(POLICIES))
+    if unknown:
+        raise UsageError(f"unknown policy {unknown[0]!r}; choose from {', '.join(POLICIES)}")
+    seeds = list(range(args.seed, args.seed + args.seeds))
+    print(f"flywheel: {len(args.policies)} policies x {len(seeds)} seeds x {args.hours} h", file=sys.stderr)
+    summary, runs = run_flywheel(args.hours, seeds, args.policies, progress=print_progress)
+    try:
+        summary["plots"] = [str(p) for p in write_plots(summary, runs, args.out)]
+    except ImportError:
+        print("flywheel: matplotlib is not installed; no PNGs (pip install matplotlib)", file=sys.stderr)
+    text = orjson.dumps(summary, option=orjson.OPT_SERIALIZE_NUMPY).decode()
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "flywheel.json").write_text(text + "\n")
+    if args.json:
+        print(text)
+    else:
+        for key, value in summary.items():
+            print(f"{key:<24} {value}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tickmatch", description="Real-time 1:1 matchmaking on Kafka.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -109,6 +137,13 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--json", action="store_true", help="print the summary as one JSON line (last line)")
     worker = sub.add_parser("worker", help="run the matcher worker (Faust)")
     worker.add_argument("--loglevel", default="info", choices=["debug", "info", "warning", "error"])
+    fly = sub.add_parser("flywheel", help="simulated market: every policy, the learned one training from labels")
+    fly.add_argument("--hours", type=_positive, default=1.0, help="simulated hours per run")
+    fly.add_argument("--seed", type=int, default=0, help="first seed")
+    fly.add_argument("--seeds", type=_count, default=3, help="how many seeds (seed, seed+1, ...)")
+    fly.add_argument("--policies", nargs="+", default=["random", "fifo", "heuristic", "learned", "oracle"])
+    fly.add_argument("--out", type=Path, default=Path("flywheel-out"), help="where JSON and PNGs go")
+    fly.add_argument("--json", action="store_true", help="print the summary as one JSON line (last line)")
     schemas = sub.add_parser("schemas", help="export JSON Schemas of all records")
     schemas.add_argument("--out", type=Path, required=True, help="directory to write *.json into")
     return parser
@@ -124,6 +159,16 @@ def _positive(text: str) -> float:
     return value
 
 
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from exc
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``tickmatch`` console script."""
     args = build_parser().parse_args(argv)
@@ -133,6 +178,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_worker(settings, args.loglevel)
         if args.command == "schemas":
             return cmd_schemas(args.out)
+        if args.command == "flywheel":
+            return cmd_flywheel(args)
         return cmd_demo(settings, args)
     except (SettingsError, BrokerError, UsageError) as exc:
         print(f"tickmatch: error: {exc}", file=sys.stderr)
