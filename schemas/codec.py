@@ -17,6 +17,7 @@ from schemas.records import ALL_RECORDS, INPUT_EVENTS, InputEvent, Record
 
 CODEC_NAME = "tickmatch"
 MAX_EVENT_BYTES = 64 * 1024
+MAX_MODEL_BYTES = 16 * 1024 * 1024
 
 
 class DecodeError(ValueError):
@@ -32,9 +33,9 @@ def encode(record: Record) -> bytes:
     return cast(bytes, msgpack.packb(record.to_dict(), use_bin_type=True))
 
 
-def _unpack(data: bytes) -> dict[str, Any]:
-    if len(data) > MAX_EVENT_BYTES:
-        raise DecodeError("too-large", f"event is {len(data)} bytes, limit {MAX_EVENT_BYTES}")
+def _unpack(data: bytes, limit: int = MAX_EVENT_BYTES) -> dict[str, Any]:
+    if len(data) > limit:
+        raise DecodeError("too-large", f"event is {len(data)} bytes, limit {limit}")
     try:
         obj = msgpack.unpackb(data, raw=False, strict_map_key=True)
     except Exception as exc:  # msgpack raises several unrelated types for garbage
@@ -59,9 +60,10 @@ def decode_event(data: bytes | None) -> InputEvent:
         raise DecodeError("invalid-field", str(exc)) from exc
 
 
-def decode_record(data: bytes) -> Record:
-    """Decode any record type (inputs and outputs); used by read-back consumers and tests."""
-    obj = _unpack(data)
+def decode_record(data: bytes, limit: int = MAX_EVENT_BYTES) -> Record:
+    """Decode any record type (inputs and outputs); used by read-back consumers and tests. Model updates are
+    bigger than events (a weight matrix): their reader passes :data:`MAX_MODEL_BYTES` as ``limit``."""
+    obj = _unpack(data, limit)
     cls = ALL_RECORDS.get(obj.get("type", ""))
     if cls is None:
         raise DecodeError("unknown-type", f"unknown record type {obj.get('type')!r}")

@@ -10,7 +10,7 @@ import math
 from dataclasses import dataclass
 from typing import Any, Literal
 
-Kind = Literal["str", "int", "float", "bool", "str_list"]
+Kind = Literal["str", "int", "float", "bool", "str_list", "float_list"]
 
 MAX_STR = 256
 MAX_LIST = 64
@@ -36,6 +36,7 @@ class Field:
     required: bool = True
     minimum: float | None = None
     enum: tuple[str, ...] | None = None
+    max_items: int = MAX_LIST
 
     def check(self, record: str, value: Any) -> Any:
         """Return the value normalised to its kind, or raise :class:`SchemaError` saying what is wrong."""
@@ -64,15 +65,29 @@ class Field:
                 raise SchemaError(record, self.name, f"expected a finite number, got {number}")
             self._check_min(record, number)
             return number
+        if self.kind == "float_list":
+            return self._check_floats(record, value)
         # str_list
         if not isinstance(value, list | tuple):
             raise SchemaError(record, self.name, f"expected a list of strings, got {_describe(value)}")
-        if len(value) > MAX_LIST:
-            raise SchemaError(record, self.name, f"expected at most {MAX_LIST} entries, got {len(value)}")
+        if len(value) > self.max_items:
+            raise SchemaError(record, self.name, f"expected at most {self.max_items} entries, got {len(value)}")
         for item in value:
             if not isinstance(item, str) or not item or len(item) > MAX_STR:
                 raise SchemaError(record, self.name, f"expected non-empty strings, got {_describe(item)}")
         return tuple(value)
+
+    def _check_floats(self, record: str, value: Any) -> tuple[float, ...]:
+        if not isinstance(value, list | tuple):
+            raise SchemaError(record, self.name, f"expected a list of numbers, got {_describe(value)}")
+        if len(value) > self.max_items:
+            raise SchemaError(record, self.name, f"expected at most {self.max_items} entries, got {len(value)}")
+        out = []
+        for item in value:
+            if isinstance(item, bool) or not isinstance(item, int | float) or not math.isfinite(item):
+                raise SchemaError(record, self.name, f"expected finite numbers, got {_describe(item)}")
+            out.append(float(item))
+        return tuple(out)
 
     def _check_min(self, record: str, value: float) -> None:
         if self.minimum is not None and value < self.minimum:
@@ -91,10 +106,12 @@ class Field:
             out = {"type": "integer"}
         elif self.kind == "float":
             out = {"type": "number"}
+        elif self.kind == "float_list":
+            out = {"type": "array", "maxItems": self.max_items, "items": {"type": "number"}}
         else:
             out = {
                 "type": "array",
-                "maxItems": MAX_LIST,
+                "maxItems": self.max_items,
                 "items": {"type": "string", "minLength": 1, "maxLength": MAX_STR},
             }
         if self.minimum is not None:

@@ -32,6 +32,27 @@ _FILTERS = (
     Field("blocked", "str_list", "Users this user must never be matched with (both directions).", required=False),
 )
 
+_SIGNALS = Field(
+    "signals",
+    "float_list",
+    "Behavioural signals the client computes (interest scores and the like), at most 16 finite numbers; "
+    "absent means unknown (zeros).",
+    required=False,
+    max_items=16,
+)
+MAX_SIGNALS = _SIGNALS.max_items
+MAX_FEATURES = 1024
+_FEATURES = tuple(
+    Field(
+        f"features_{side}",
+        "float_list",
+        f"Raw feature vector of user_{side} as the scorer saw it; logged so training reads exactly what serving read.",
+        required=False,
+        max_items=MAX_FEATURES,
+    )
+    for side in ("a", "b")
+)
+
 END_REASONS = ("hangup", "skip", "disconnect", "report", "timeout")
 
 R = TypeVar("R", bound="Record")
@@ -98,7 +119,7 @@ class Join(Record):
     """A user starts waiting for a partner in a shard."""
 
     TYPE: ClassVar[str] = "join"
-    FIELDS: ClassVar[tuple[Field, ...]] = (_USER, _SHARD, _TS, *_PROFILE, *_FILTERS)
+    FIELDS: ClassVar[tuple[Field, ...]] = (_USER, _SHARD, _TS, *_PROFILE, _SIGNALS, *_FILTERS)
 
     user_id: str
     shard: str
@@ -107,6 +128,7 @@ class Join(Record):
     language: str | None = None
     gender: str | None = None
     age_band: str | None = None
+    signals: tuple[float, ...] = ()
     want_country: tuple[str, ...] = ()
     want_language: tuple[str, ...] = ()
     want_gender: tuple[str, ...] = ()
@@ -150,7 +172,7 @@ class ProfileUpdate(Record):
     """Profile attributes changed; a waiting user's features are refreshed in place."""
 
     TYPE: ClassVar[str] = "profile-update"
-    FIELDS: ClassVar[tuple[Field, ...]] = (_USER, _SHARD, _TS, *_PROFILE)
+    FIELDS: ClassVar[tuple[Field, ...]] = (_USER, _SHARD, _TS, *_PROFILE, _SIGNALS)
 
     user_id: str
     shard: str
@@ -159,6 +181,7 @@ class ProfileUpdate(Record):
     language: str | None = None
     gender: str | None = None
     age_band: str | None = None
+    signals: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,6 +201,7 @@ class MatchDecision(Record):
         Field("decided_at", "float", "Worker clock at decision, seconds since the epoch.", minimum=0.0),
         Field("wait_a_s", "float", "How long user_a had waited.", minimum=0.0),
         Field("wait_b_s", "float", "How long user_b had waited.", minimum=0.0),
+        *_FEATURES,
     )
 
     match_id: str
@@ -191,6 +215,8 @@ class MatchDecision(Record):
     decided_at: float
     wait_a_s: float
     wait_b_s: float
+    features_a: tuple[float, ...] = ()
+    features_b: tuple[float, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,6 +233,7 @@ class DurationLabel(Record):
         Field("model_version", "str", "Model version of the decision."),
         Field("policy", "str", "Policy of the decision."),
         Field("decided_at", "float", "Decision time copied from the decision.", minimum=0.0),
+        *_FEATURES,
     )
 
     match_id: str
@@ -217,6 +244,42 @@ class DurationLabel(Record):
     model_version: str
     policy: str
     decided_at: float
+    features_a: tuple[float, ...] = ()
+    features_b: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class ModelUpdate(Record):
+    """A trained duration model version; workers hot-swap it in (see learning.model.DurationModel)."""
+
+    TYPE: ClassVar[str] = "model-update"
+    FIELDS: ClassVar[tuple[Field, ...]] = (
+        Field("version", "str", "Model version, e.g. 'duration-v7'; decisions scored with it carry it."),
+        Field("trained_at", "float", "Trainer clock when the version was made, seconds since the epoch.", minimum=0.0),
+        Field("labels_seen", "int", "Training labels the version learned from.", minimum=0),
+        Field("raw_dim", "int", "Width of the raw feature vector the weights apply to.", minimum=1),
+        Field("log_sigma", "float", "Log of the noise scale of log-duration."),
+        Field(
+            "weights",
+            "float_list",
+            "Symmetric raw_dim x raw_dim bilinear weights over raw features, row-major; mu = a . W . b is the "
+            "predicted mean log-duration of a pair.",
+            max_items=MAX_FEATURES * MAX_FEATURES,
+        ),
+        Field("holdout", "int", "Held-out labels the metrics below were computed on.", minimum=0),
+        Field("auroc", "float", "Held-out AUROC, long vs short chat.", required=False),
+        Field("mse", "float", "Held-out MSE of log-duration on observed labels.", required=False),
+    )
+
+    version: str
+    trained_at: float
+    labels_seen: int
+    raw_dim: int
+    log_sigma: float
+    weights: tuple[float, ...]
+    holdout: int
+    auroc: float | None = None
+    mse: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -242,7 +305,9 @@ class TickStats(Record):
 
 
 INPUT_EVENTS: dict[str, type[Record]] = {cls.TYPE: cls for cls in (Join, Leave, ChatEnd, ProfileUpdate)}
-OUTPUT_RECORDS: dict[str, type[Record]] = {cls.TYPE: cls for cls in (MatchDecision, DurationLabel, TickStats)}
+OUTPUT_RECORDS: dict[str, type[Record]] = {
+    cls.TYPE: cls for cls in (MatchDecision, DurationLabel, TickStats, ModelUpdate)
+}
 ALL_RECORDS: dict[str, type[Record]] = {**INPUT_EVENTS, **OUTPUT_RECORDS}
 
 InputEvent = Join | Leave | ChatEnd | ProfileUpdate

@@ -16,6 +16,7 @@ from schemas import (
     Join,
     Leave,
     MatchDecision,
+    ModelUpdate,
     ProfileUpdate,
     Record,
     TickStats,
@@ -27,13 +28,17 @@ from schemas.export import export_json_schemas
 
 SAMPLES: list[Record] = [
     Join("u1", "lang-en", 1.5, country="US", language="en", gender="f", age_band="18-24", want_gender=("m",)),
-    Join("u2", "lang-en", 2.0),
+    Join("u2", "lang-en", 2.0, signals=(0.5, -1.25, 3.0)),
     Leave("u1", "lang-en", 3.0),
     ChatEnd("m1", "u1", "lang-en", 10.0, "hangup"),
     ProfileUpdate("u1", "lang-en", 4.0, language="es"),
     MatchDecision("m1", 7, "lang-en", "u1", "u2", 0.5, "heuristic-v1", "greedy", 5.0, 1.0, 2.0),
     DurationLabel("m1", "lang-en", 12.5, False, 2, "heuristic-v1", "greedy", 5.0),
     TickStats("w1", 7, 5.0, 10, 3, 1.25),
+    ModelUpdate("duration-v2", 9.0, 400, 2, -0.1, (1.0, 0.5, 0.5, 2.0), 100, auroc=0.8, mse=0.7),
+    MatchDecision(
+        "m2", 8, "lang-en", "u1", "u2", 4.5, "duration-v2", "auction-top8", 6.0, 0.0, 0.5, (1.0, 0.2), (1.0, -0.3)
+    ),
 ]
 
 
@@ -74,6 +79,9 @@ def _join(**changes: object) -> bytes:
         (_join(ts=True), "invalid-field", "join.ts: expected a number, got bool"),
         (_join(want_gender="f"), "invalid-field", "join.want_gender: expected a list of strings"),
         (_join(want_gender=["f", 3]), "invalid-field", "join.want_gender: expected non-empty strings"),
+        (_join(signals=[1.0, float("inf")]), "invalid-field", "join.signals: expected finite numbers"),
+        (_join(signals=[0.5] * 17), "invalid-field", "join.signals: expected at most 16 entries, got 17"),
+        (_join(signals="high"), "invalid-field", "join.signals: expected a list of numbers"),
         (_join(color="red"), "invalid-field", "join.color: unknown field"),
         (_join(v=99), "invalid-field", "join.v: unsupported schema version 99"),
         (
