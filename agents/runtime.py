@@ -16,8 +16,9 @@ from typing import Protocol
 
 import numpy as np
 
+from learning.features import RAW_DIM, featurize, update_raw
+from learning.scorer import Scorer, heuristic_scorer
 from matching.engine import Engine, EngineConfig, gc_paused
-from matching.features import HEURISTIC_VERSION, embed_profile
 from matching.model import BilinearModel
 from matching.pool import Pool, PoolError
 from outcomes import EndOutcome, LabelJoin
@@ -66,23 +67,43 @@ class WorkerRuntime:
         self.labels = LabelJoin(settings.label_grace_s, settings.censor_after_s, settings.orphan_grace_s)
         self.tick_id = 0
         self.engine = Engine(settings.embed_dim, EngineConfig(k=settings.match_k, threads=settings.match_threads))
-        self.model = BilinearModel.identity(settings.embed_dim, HEURISTIC_VERSION)
+        self.scorer: Scorer = heuristic_scorer(settings.embed_dim)
+        self.last_swap_ms = 0.0
         self.curve = settings.wait_curve()
         cfg = self.engine.config
         self.policy = f"{cfg.matcher}-top{cfg.k}"
         self.counters: dict[str, int] = {}
 
     @property
+    def model(self) -> BilinearModel:
+        """The engine's half of the current scorer."""
+        return self.scorer.bilinear
+
+    @property
     def model_version(self) -> str:
         """Version of the model the next tick will use."""
-        return self.model.version
+        return self.scorer.version
 
-    def set_model(self, model: BilinearModel) -> None:
-        """Hot-swap the scoring model. Takes effect at the next tick; a running tick keeps the model it read at
-        its start (the reference is read once), so one tick never mixes two versions."""
-        if model.dim != self.settings.embed_dim:
-            raise ValueError(f"model {model.version} has dim {model.dim}, the worker uses {self.settings.embed_dim}")
-        self.model = model
+    def set_model(self, scorer: Scorer) -> None:
+        """Hot-swap the scoring model: re-embed every waiting user from their stored raw features with the new
+        projection, then switch. Runs between ticks (no await inside, and a tick matches all its pools without
+        awaiting), so a tick sees either the old scorer and old embeddings or the new scorer and new
+        embeddings, never a mix. Costs one (waiting x raw_dim) x (raw_dim x dim) product per pool, measured in
+        ``last_swap_ms``."""
+        if scorer.dim != self.settings.embed_dim or scorer.raw_dim != RAW_DIM:
+            raise ValueError(
+                f"model {scorer.version} maps {scorer.raw_dim} raw features to {scorer.dim} dims; this worker "
+                f"needs {RAW_DIM} -> {self.settings.embed_dim}"
+            )
+        started = time.perf_counter()
+        for pool in self.pools.values():
+            slots = pool.active_slots()
+            if slots.size:
+                pool.emb[slots] = scorer.embed(pool.raw[slots])
+        self.scorer = scorer
+        self.last_swap_ms = (time.perf_counter() - started) * 1000.0
+        self._count("model_swaps")
+        log.info("model swapped", extra={"version": scorer.version, "swap_ms": round(self.last_swap_ms, 3)})
 
     def close(self) -> None:
         """Stop the matching engine's threads."""
@@ -95,7 +116,9 @@ class WorkerRuntime:
         """The shard's pool, created on first use."""
         pool = self.pools.get(shard)
         if pool is None:
-            pool = self.pools[shard] = Pool(self.settings.embed_dim, repeat_window_s=self.settings.repeat_window_s)
+            pool = self.pools[shard] = Pool(
+                self.settings.embed_dim, repeat_window_s=self.settings.repeat_window_s, raw_dim=RAW_DIM
+            )
         return pool
 
     async def on_message(
@@ -124,21 +147,27 @@ class WorkerRuntime:
         if isinstance(event, Join):
             attrs = _profile(event)
             wants = {"country": event.want_country, "language": event.want_language, "gender": event.want_gender}
+            raw = featurize(attrs, event.signals)
             self.pool(event.shard).add(
                 event.user_id,
                 self.clock(),
-                embed_profile(attrs, self.settings.embed_dim),
+                self.scorer.embed(raw[None, :])[0],
                 attrs,
                 wants,
                 blocked=event.blocked,
+                raw=raw,
             )
             self._count("joins")
         elif isinstance(event, Leave):
             self.pool(event.shard).remove(event.user_id)
             self._count("leaves")
         elif isinstance(event, ProfileUpdate):
-            attrs = _profile(event)
-            self.pool(event.shard).update_features(event.user_id, embed_profile(attrs, self.settings.embed_dim), attrs)
+            pool = self.pool(event.shard)
+            slot = pool.slot_of(event.user_id)
+            if slot is not None:
+                attrs = _profile(event)
+                raw = update_raw(pool.raw[slot].copy(), attrs, event.signals or None)
+                pool.update_features(event.user_id, self.scorer.embed(raw[None, :])[0], attrs, raw=raw)
             self._count("profile_updates")
         else:
             await self._on_chat_end(event)
@@ -161,7 +190,7 @@ class WorkerRuntime:
         """One matching round over every local shard, then label deadlines; emits decisions and stats."""
         self.tick_id += 1
         now = self.clock()
-        model = self.model  # read once: every pool of this tick uses the same version
+        model = self.scorer.bilinear  # read once: every pool of this tick uses the same version
         started = time.perf_counter()
         waiting = 0
         decisions: list[MatchDecision] = []
@@ -177,6 +206,7 @@ class WorkerRuntime:
                 user_a, user_b = pool.ids[a], pool.ids[b]
                 assert user_a is not None and user_b is not None
                 wait_a, wait_b = now - pool.joined_at[a], now - pool.joined_at[b]
+                features_a, features_b = tuple(pool.raw[a].tolist()), tuple(pool.raw[b].tolist())
                 pool.remove(user_a)
                 pool.remove(user_b)
                 pool.record_match(user_a, user_b, now)
@@ -193,6 +223,8 @@ class WorkerRuntime:
                         decided_at=now,
                         wait_a_s=float(max(wait_a, 0.0)),
                         wait_b_s=float(max(wait_b, 0.0)),
+                        features_a=features_a,
+                        features_b=features_b,
                     )
                 )
         elapsed_ms = (time.perf_counter() - started) * 1000.0

@@ -23,7 +23,9 @@ from functools import lru_cache
 import numpy as np
 import numpy.typing as npt
 
-SIGNALS = 16
+from schemas.records import MAX_SIGNALS
+
+SIGNALS = MAX_SIGNALS  # the schema's limit on a join's signals
 BUCKETS = 16
 ATTRS = ("language", "country", "gender", "age_band")
 SIGNAL_BASE = 1
@@ -63,4 +65,19 @@ def featurize(
                 raw[first] = 1.0
             else:
                 raw[first] = raw[second] = _HALF_SQRT2
+    return raw
+
+
+def update_raw(
+    raw: npt.NDArray[np.float32], attrs: dict[str, str | None], signals: tuple[float, ...] | None
+) -> npt.NDArray[np.float32]:
+    """A profile update applied to a stored raw vector, in place: attributes given replace their slots, the
+    others keep theirs; signals given replace all signals (``None``: keep)."""
+    fresh = featurize(attrs, signals or ())
+    for a, attr in enumerate(ATTRS):
+        if attrs.get(attr) is not None:
+            block = slice(ATTR_BASE + a * BUCKETS, ATTR_BASE + (a + 1) * BUCKETS)
+            raw[block] = fresh[block]
+    if signals is not None:
+        raw[SIGNAL_BASE:ATTR_BASE] = fresh[SIGNAL_BASE:ATTR_BASE]
     return raw

@@ -90,6 +90,7 @@ class LiveMarket:
                 language=attrs["language"],
                 gender=attrs["gender"],
                 age_band=attrs["age_band"],
+                signals=pop.signal_tuple(i),
                 want_gender=pop.want_gender[i],
             )
         )

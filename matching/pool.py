@@ -63,13 +63,16 @@ class Pool:
     amortised cost of a join is O(1) and steady-state ticks allocate nothing here.
     """
 
-    def __init__(self, dim: int, capacity: int = 1024, repeat_window_s: float = 600.0) -> None:
+    def __init__(self, dim: int, capacity: int = 1024, repeat_window_s: float = 600.0, raw_dim: int = 0) -> None:
         self.dim = dim
+        self.raw_dim = raw_dim
         self.forbidden = ForbiddenPairs(repeat_window_s)
         self.capacity = 0
         self.size = 0
         self.vocab = {name: Vocabulary(name) for name in ATTRS}
         self.emb = np.zeros((0, dim), dtype=np.float32)
+        # The raw feature vector each embedding was projected from: a new model version re-embeds from it.
+        self.raw = np.zeros((0, raw_dim), dtype=np.float32)
         self.bias = np.zeros(0, dtype=np.float32)
         self.joined_at = np.zeros(0, dtype=np.float64)
         self.active = np.zeros(0, dtype=bool)
@@ -86,6 +89,7 @@ class Pool:
     def _grow(self, capacity: int) -> None:
         old = self.capacity
         self.emb = _resized(self.emb, (capacity, self.dim))
+        self.raw = _resized(self.raw, (capacity, self.raw_dim))
         self.bias = _resized(self.bias, (capacity,))
         self.joined_at = _resized(self.joined_at, (capacity,))
         self.active = _resized(self.active, (capacity,))
@@ -116,6 +120,7 @@ class Pool:
         wants: dict[str, tuple[str, ...]],
         bias: float = 0.0,
         blocked: tuple[str, ...] = (),
+        raw: npt.NDArray[np.float32] | None = None,
     ) -> int:
         """Add (or refresh) a waiting user; a repeated join keeps the original join time. Returns the slot.
 
@@ -136,6 +141,8 @@ class Pool:
             self.active[slot] = True
             self.size += 1
         self.emb[slot] = embedding
+        if raw is not None:
+            self.raw[slot] = raw
         self.bias[slot] = bias
         self.attr[slot] = codes
         self.want[slot] = masks
@@ -148,12 +155,15 @@ class Pool:
         embedding: npt.NDArray[np.float32],
         attrs: dict[str, str | None],
         bias: float | None = None,
+        raw: npt.NDArray[np.float32] | None = None,
     ) -> bool:
         """In-place refresh of a waiting user's embedding and attributes; False if the user is not waiting."""
         slot = self._slot.get(user_id)
         if slot is None:
             return False
         self.emb[slot] = embedding
+        if raw is not None:
+            self.raw[slot] = raw
         if bias is not None:
             self.bias[slot] = bias
         for i, name in enumerate(ATTRS):

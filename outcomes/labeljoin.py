@@ -143,6 +143,8 @@ class LabelJoin:
             model_version=decision.model_version,
             policy=decision.policy,
             decided_at=decision.decided_at,
+            features_a=decision.features_a,
+            features_b=decision.features_b,
         )
 
     def forget_shards(self, shards: set[str]) -> int:

@@ -78,6 +78,17 @@ def create_app(settings: Settings, **faust_overrides: Any) -> Built:
 
     events_topic = settings.topic("events")
 
+    if settings.follow_models:
+        from agents.models import follow_models
+        from stream.topics import bootstrap_of
+
+        bootstrap = bootstrap_of(settings.broker_url)
+
+        @app.task  # type: ignore[untyped-decorator]
+        async def models() -> None:
+            """Hot-swap every model version the trainer publishes (see agents.models)."""
+            await follow_models(runtime, bootstrap)
+
     @app.on_partitions_revoked.connect  # type: ignore[arg-type]
     async def on_revoked(sender: Any, revoked: set[Any], **_: Any) -> None:
         runtime.drop_partitions({tp.partition for tp in revoked if tp.topic == events_topic})

@@ -59,6 +59,34 @@ def cmd_worker(settings: Settings, loglevel: str) -> int:
     return 0
 
 
+def cmd_trainer(settings: Settings) -> int:
+    """Train from the labels topic and publish model versions until interrupted (SIGINT/SIGTERM)."""
+    import signal
+
+    import uvloop
+
+    from learning.service import TrainerService
+    from stream.topics import bootstrap_of, ensure_topics
+
+    async def run(live: Settings) -> None:
+        assert live.broker_url is not None
+        bootstrap = bootstrap_of(live.broker_url)
+        await ensure_topics(bootstrap, live)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await TrainerService(live, bootstrap).run(stop)
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    with broker_for(settings) as live:
+        try:
+            uvloop.run(run(live))
+        except OSError as exc:
+            raise UsageError(f"cannot reach the broker at {live.broker_url}: {exc}") from exc
+    return 0
+
+
 def prepare_engine(runtime: WorkerRuntime) -> None:
     """Before the worker joins its consumer group: compile the matching kernels (seconds on a fresh machine;
     inside a tick they would block the event loop past the session timeout), pin BLAS to one thread (the engine
@@ -137,6 +165,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--json", action="store_true", help="print the summary as one JSON line (last line)")
     worker = sub.add_parser("worker", help="run the matcher worker (Faust)")
     worker.add_argument("--loglevel", default="info", choices=["debug", "info", "warning", "error"])
+    sub.add_parser("trainer", help="train from the labels topic, publish model versions (needs the broker)")
     fly = sub.add_parser("flywheel", help="simulated market: every policy, the learned one training from labels")
     fly.add_argument("--hours", type=_positive, default=1.0, help="simulated hours per run")
     fly.add_argument("--seed", type=int, default=0, help="first seed")
@@ -180,6 +209,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_schemas(args.out)
         if args.command == "flywheel":
             return cmd_flywheel(args)
+        if args.command == "trainer":
+            return cmd_trainer(settings)
         return cmd_demo(settings, args)
     except (SettingsError, BrokerError, UsageError) as exc:
         print(f"tickmatch: error: {exc}", file=sys.stderr)

@@ -1,7 +1,10 @@
-"""``tickmatch demo``: embedded broker + a real worker process + the live market + an independent reader.
+"""``tickmatch demo``: embedded broker + a real worker process + a trainer process + the live market + an
+independent reader.
 
-The worker runs as its own process (``tickmatch worker``), exactly as in production; the demo only talks to
-it through Kafka topics. The summary is computed from records read back from the broker.
+The worker (``tickmatch worker``) and the trainer (``tickmatch trainer``) run as their own processes, exactly as
+in production; the demo only talks to them through Kafka topics. The worker starts with the heuristic model;
+as chats end, labels flow to the trainer, whose versions flow back to the worker and show up in the decisions.
+The summary is computed from records read back from the broker.
 """
 
 from __future__ import annotations
@@ -44,7 +47,14 @@ class DemoOptions:
 
 def demo_settings(settings: Settings) -> Settings:
     """Time-scaled defaults for a short demo (explicit environment variables still win)."""
-    defaults = {"censor_after_s": 12.0, "label_grace_s": 1.0, "orphan_grace_s": 5.0, "wait_ttl_s": 60.0}
+    defaults = {
+        "censor_after_s": 12.0,
+        "label_grace_s": 1.0,
+        "orphan_grace_s": 5.0,
+        "wait_ttl_s": 60.0,
+        "train_min_labels": 100,  # a 20 s demo produces ~500 labels: several versions, not one
+        "train_every": 100,
+    }
     changes: dict[str, Any] = {k: v for k, v in defaults.items() if not os.environ.get(ENV[k])}
     if not os.environ.get(ENV["topic_prefix"]):
         changes["topic_prefix"] = f"demo-{uuid.uuid4().hex[:8]}."
@@ -68,10 +78,17 @@ def worker_env(settings: Settings) -> dict[str, str]:
 @contextlib.contextmanager
 def worker_process(settings: Settings, log_path: Path) -> Iterator[subprocess.Popen[bytes]]:
     """Run ``tickmatch worker`` in a child process; terminated (then killed) on exit."""
+    with service_process(settings, log_path, "worker", "--loglevel", "warning") as proc:
+        yield proc
+
+
+@contextlib.contextmanager
+def service_process(settings: Settings, log_path: Path, *command: str) -> Iterator[subprocess.Popen[bytes]]:
+    """Run ``tickmatch <command>`` in a child process with these settings; terminated (then killed) on exit."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
-            [sys.executable, "-m", "stream.cli", "worker", "--loglevel", "warning"],
+            [sys.executable, "-m", "stream.cli", *command],
             env=worker_env(settings),
             stdout=log,
             stderr=subprocess.STDOUT,
@@ -88,6 +105,10 @@ def summarize(seen: Seen, market_sent: int, elapsed_s: float) -> dict[str, Any]:
     ticks = latency_summary([t.elapsed_ms for t in seen.ticks])
     waits = [w for d in seen.decisions for w in (d.wait_a_s, d.wait_b_s)]
     labelled = {label.match_id for label in seen.labels}
+    versions: list[str] = []
+    for d in sorted(seen.decisions, key=lambda d: (d.decided_at, d.tick_id)):
+        if not versions or versions[-1] != d.model_version:
+            versions.append(d.model_version)
     return {
         "events": seen.events,
         "events_sent": market_sent,
@@ -109,8 +130,21 @@ def summarize(seen: Seen, market_sent: int, elapsed_s: float) -> dict[str, Any]:
             / max(1, sum(1 for label in seen.labels if not label.censored)),
             3,
         ),
+        "model_versions": versions,
+        "models_published": len(seen.models),
+        "learned_decisions": sum(1 for d in seen.decisions if d.model_version.startswith("duration-")),
+        "mean_duration_heuristic_s": _mean_duration(seen, learned=False),
+        "mean_duration_learned_s": _mean_duration(seen, learned=True),
         "elapsed_s": round(elapsed_s, 1),
     }
+
+
+def _mean_duration(seen: Seen, learned: bool) -> float:
+    """Mean observed (uncensored) chat duration of decisions made by the learned / the heuristic model."""
+    values = [
+        lb.duration_s for lb in seen.labels if not lb.censored and lb.model_version.startswith("duration-") == learned
+    ]
+    return round(sum(values) / len(values), 3) if values else 0.0
 
 
 def _progress(seen: Seen, market: LiveMarket, started: float, phase: str, tty: bool) -> None:
@@ -119,7 +153,7 @@ def _progress(seen: Seen, market: LiveMarket, started: float, phase: str, tty: b
         f"[{time.monotonic() - started:5.1f}s {phase:8}] events {market.sent:6d}  waiting {market.waiting():5d}  "
         f"decisions {len(seen.decisions):6d}  labels {len(seen.labels):6d} "
         f"(censored {sum(1 for lb in seen.labels if lb.censored)})  dlq {len(seen.dlq)}  "
-        f"tick p99 {ticks['p99']:.1f} ms"
+        f"model {seen.decisions[-1].model_version if seen.decisions else '-'}  tick p99 {ticks['p99']:.1f} ms"
     )
     print(("\r" + line) if tty else line, end="" if tty else "\n", file=sys.stderr, flush=True)
 
@@ -141,9 +175,13 @@ async def _run(settings: Settings, options: DemoOptions, worker_log: Path) -> di
     tty = sys.stderr.isatty()
     started = time.monotonic()
     try:
-        with worker_process(settings, worker_log) if options.spawn_worker else contextlib.nullcontext() as proc:
-            if proc is not None:
-                print(f"worker pid {proc.pid} starting (log: {worker_log})", file=sys.stderr)
+        with contextlib.ExitStack() as stack:
+            if options.spawn_worker:
+                trainer_log = worker_log.with_name(worker_log.name.replace("worker-", "trainer-"))
+                worker = stack.enter_context(worker_process(settings, worker_log))
+                trainer = stack.enter_context(service_process(settings, trainer_log, "trainer"))
+                print(f"worker pid {worker.pid} (log: {worker_log})", file=sys.stderr)
+                print(f"trainer pid {trainer.pid} (log: {trainer_log})", file=sys.stderr)
             ready = await reader.wait_for(lambda s: len(s.ticks) > 0, WORKER_READY_TIMEOUT_S)
             if not ready:
                 raise BrokerError(f"worker did not tick within {WORKER_READY_TIMEOUT_S}s; see {worker_log}")

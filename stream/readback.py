@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 
-from schemas import DecodeError, DurationLabel, Join, MatchDecision, TickStats, decode_record
+from schemas import DecodeError, DurationLabel, Join, MatchDecision, ModelUpdate, TickStats, decode_record
+from schemas.codec import MAX_EVENT_BYTES, MAX_MODEL_BYTES
 from stream import topics as names
 from stream.settings import Settings
 
@@ -42,12 +43,13 @@ class Seen:
     labels: list[DurationLabel] = field(default_factory=list)
     dlq: list[DeadLetter] = field(default_factory=list)
     ticks: list[TickStats] = field(default_factory=list)
+    models: list[ModelUpdate] = field(default_factory=list)
     undecodable_outputs: int = 0
 
 
 class Readback:
-    """Consume events, decisions, labels, the DLQ and tick stats into :class:`Seen`; waiters are notified on
-    every batch so callers wait on conditions, never on sleeps."""
+    """Consume events, decisions, labels, the DLQ, tick stats and model versions into :class:`Seen`; waiters
+    are notified on every batch so callers wait on conditions, never on sleeps."""
 
     def __init__(
         self,
@@ -62,7 +64,7 @@ class Readback:
         self._consumer: AIOKafkaConsumer | None = None
         self._task: asyncio.Task[None] | None = None
         self._changed = asyncio.Condition()
-        self._topic_kind = {settings.topic(n): n for n in names.ALL}
+        self._topic_kind = {settings.topic(n): n for n in (*names.ALL, names.MODELS)}
 
     async def start(self) -> None:
         """Assign every partition of every topic and start reading from the beginning."""
@@ -72,12 +74,13 @@ class Readback:
             enable_auto_commit=False,
             auto_offset_reset="earliest",
             client_id=f"{self.settings.app_id}-readback",
+            max_partition_fetch_bytes=MAX_MODEL_BYTES,
         )
         await consumer.start()
-        parts = []
-        for topic in self._topic_kind:
+        parts = [TopicPartition(self.settings.topic(names.MODELS), 0)]
+        for topic in names.ALL:
             for p in range(self.settings.partitions):
-                parts.append(TopicPartition(topic, p))
+                parts.append(TopicPartition(self.settings.topic(topic), p))
         consumer.assign(parts)
         await consumer.seek_to_beginning(*parts)
         self._consumer = consumer
@@ -109,7 +112,7 @@ class Readback:
         if value is None:
             return
         try:
-            record = decode_record(value)
+            record = decode_record(value, limit=MAX_MODEL_BYTES if kind == names.MODELS else MAX_EVENT_BYTES)
         except DecodeError:
             if kind != names.EVENTS:
                 seen.undecodable_outputs += 1
@@ -124,6 +127,8 @@ class Readback:
             seen.labels.append(record)
         elif isinstance(record, TickStats):
             seen.ticks.append(record)
+        elif isinstance(record, ModelUpdate):
+            seen.models.append(record)
 
     async def wait_for(self, predicate: Callable[[Seen], bool], timeout: float) -> bool:
         """Wait until ``predicate(seen)`` holds, re-checked after every batch; False when the deadline passes."""

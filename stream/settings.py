@@ -46,6 +46,9 @@ class Settings:
     repeat_window_s: float = 600.0
     match_threads: int = 0
     match_k: int = 8
+    follow_models: bool = True
+    train_min_labels: int = 300
+    train_every: int = 500
 
     def wait_curve(self) -> WaitCurve:
         """The waiting-time policy these settings describe."""
@@ -93,6 +96,9 @@ class Settings:
             raise SettingsError(f"{ENV['match_threads']} must be in 0..64, got {self.match_threads}")
         if not 1 <= self.match_k <= 64:
             raise SettingsError(f"{ENV['match_k']} must be in 1..64, got {self.match_k}")
+        for name in ("train_min_labels", "train_every"):
+            if getattr(self, name) < 1:
+                raise SettingsError(f"{ENV[name]} must be >= 1, got {getattr(self, name)}")
         try:
             self.wait_curve()
         except ValueError as exc:
@@ -129,6 +135,9 @@ ENV: dict[str, str] = {
     "repeat_window_s": "TICKMATCH_REPEAT_WINDOW_S",
     "match_threads": "TICKMATCH_MATCH_THREADS",
     "match_k": "TICKMATCH_MATCH_K",
+    "follow_models": "TICKMATCH_FOLLOW_MODELS",
+    "train_min_labels": "TICKMATCH_TRAIN_MIN_LABELS",
+    "train_every": "TICKMATCH_TRAIN_EVERY",
 }
 
 MAY_BE_MINUS_INF = {"TICKMATCH_MIN_SCORE_START", "TICKMATCH_MIN_SCORE_END"}  # "-inf": no minimum score
@@ -156,6 +165,9 @@ DOCS: dict[str, str] = {
     "repeat_window_s": "Two users matched with each other are not matched again within this many seconds.",
     "match_threads": "Scan threads of the matching engine (0: one per core).",
     "match_k": "Candidates kept per user when matching (more: better matches, slower ticks).",
+    "follow_models": "Workers hot-swap in every model version published on the models topic (true/false).",
+    "train_min_labels": "The trainer publishes its first model after this many training labels.",
+    "train_every": "The trainer publishes a new model version after this many more training labels.",
 }
 
 

@@ -20,7 +20,8 @@ DECISIONS = "decisions"
 LABELS = "labels"
 DLQ = "events.dlq"
 TICKS = "ticks"
-ALL = (EVENTS, DECISIONS, LABELS, DLQ, TICKS)
+ALL = (EVENTS, DECISIONS, LABELS, DLQ, TICKS)  # keyed by shard, ``settings.partitions`` each
+MODELS = "models"  # one partition: every worker reads all of it, in publication order
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,11 +67,11 @@ async def ensure_topics(bootstrap: str, settings: Settings) -> list[str]:
     await admin.start()
     try:
         existing = set(await admin.list_topics())
-        wanted = [settings.topic(name) for name in ALL]
+        wanted = {settings.topic(name): settings.partitions for name in ALL} | {settings.topic(MODELS): 1}
         missing = [name for name in wanted if name not in existing]
         if missing:
             await admin.create_topics(
-                [NewTopic(name, num_partitions=settings.partitions, replication_factor=1) for name in missing]
+                [NewTopic(name, num_partitions=wanted[name], replication_factor=1) for name in missing]
             )
         return missing
     finally:

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from agents.runtime import WorkerRuntime
+from learning.scorer import Scorer, heuristic_scorer
 from matching.model import BilinearModel
 from schemas import ChatEnd, DurationLabel, Join, Leave, MatchDecision, TickStats, encode
 from stream.app import Built, create_app
@@ -139,8 +140,8 @@ async def test_block_lists_repeat_window_and_model_hot_swap_reach_the_decisions(
     await runtime.tick()
     assert recorder.decisions == []  # the only pair is blocked
     await runtime.apply(Join("c", "s", 1.0), partition=0)
-    swapped = BilinearModel.identity(runtime.settings.embed_dim, "duration-v7")
-    runtime.set_model(swapped)
+    current = runtime.scorer
+    runtime.set_model(Scorer(current.projection, BilinearModel(current.bilinear.weights, "duration-v7")))
     await runtime.tick()
     (decision,) = recorder.decisions
     assert decision.model_version == "duration-v7" and decision.policy == runtime.policy == "auction-top8"
@@ -153,5 +154,5 @@ async def test_block_lists_repeat_window_and_model_hot_swap_reach_the_decisions(
         await runtime.apply(Join(user, "s", clock.now), partition=0)
     await runtime.tick()
     assert len(recorder.decisions) == 1
-    with pytest.raises(ValueError, match="dim"):
-        runtime.set_model(BilinearModel.identity(runtime.settings.embed_dim + 1, "wrong"))
+    with pytest.raises(ValueError, match="this worker needs"):
+        runtime.set_model(heuristic_scorer(runtime.settings.embed_dim + 1))

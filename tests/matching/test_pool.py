@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from matching.features import embed_profile
 from matching.pool import MAX_VALUES, Pool, PoolError
 
 
@@ -53,13 +52,3 @@ def test_too_many_attribute_values_is_a_clear_error() -> None:
         pool.add(f"u{i}", 0.0, vec(0), {"country": f"c{i}"}, {})
     with pytest.raises(PoolError, match="more than 64 distinct values of country"):
         pool.add("x", 0.0, vec(0), {"country": "one-too-many"}, {})
-
-
-def test_profile_embeddings_are_stable_and_similar_for_shared_attributes() -> None:
-    a = embed_profile({"language": "en", "country": "US"}, 32)
-    assert np.array_equal(a, embed_profile({"language": "en", "country": "US"}, 32))
-    assert abs(float(np.linalg.norm(a)) - 1.0) < 1e-5
-    same_lang = embed_profile({"language": "en", "country": "GB"}, 32)
-    other = embed_profile({"language": "ko", "country": "KR"}, 32)
-    assert float(a @ same_lang) > float(a @ other)
-    assert not embed_profile({}, 32).any()

@@ -48,16 +48,25 @@ def test_schemas_command_writes_one_file_per_record(tmp_path: Path) -> None:
         "join.v1.json",
         "leave.v1.json",
         "match-decision.v1.json",
+        "model-update.v1.json",
         "profile-update.v1.json",
         "tick-stats.v1.json",
     ]
 
 
 @pytest.mark.integration
-def test_demo_json_contract(tmp_path: Path) -> None:
-    env = {"TICKMATCH_DATA_DIR": str(tmp_path), "TICKMATCH_CENSOR_AFTER_S": "5", "TICKMATCH_LABEL_GRACE_S": "1"}
+def test_demo_learns_live_and_keeps_its_json_contract(tmp_path: Path) -> None:
+    """The whole flywheel on the embedded broker: worker, trainer and market as separate processes. Labels reach
+    the trainer, its versions reach the worker, and the decisions topic shows the versions advancing."""
+    env = {
+        "TICKMATCH_DATA_DIR": str(tmp_path),
+        "TICKMATCH_CENSOR_AFTER_S": "5",
+        "TICKMATCH_LABEL_GRACE_S": "1",
+        "TICKMATCH_TRAIN_MIN_LABELS": "40",
+        "TICKMATCH_TRAIN_EVERY": "40",
+    }
     env.pop("BROKER_URL", None)
-    done = run_cli("demo", "--seconds", "6", "--rate", "30", "--json", env=env)
+    done = run_cli("demo", "--seconds", "10", "--rate", "40", "--json", env=env)
     assert done.returncode == 0, done.stderr[-3000:]
     result = orjson.loads(done.stdout.strip().splitlines()[-1])
     for key in (
@@ -78,3 +87,9 @@ def test_demo_json_contract(tmp_path: Path) -> None:
     assert result["matched_users"] == 2 * result["decisions"] and result["unlabelled_decisions"] == 0
     assert result["events"] == result["events_sent"]
     assert "embedded Tansu broker on 127.0.0.1:" in done.stderr
+    # versions in decision order: the heuristic first, then learned versions, each newer than the last
+    versions = result["model_versions"]
+    assert versions[0] == "heuristic-v2", versions
+    learned = [int(v.removeprefix("duration-v")) for v in versions[1:]]
+    assert len(learned) >= 2 and learned == sorted(set(learned)), versions
+    assert result["learned_decisions"] > 0 and result["models_published"] >= len(learned)

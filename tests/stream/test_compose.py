@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from stream.settings import ENV, Settings
-from stream.topics import ALL
+from stream.topics import ALL, MODELS
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -40,21 +40,23 @@ def test_topic_job_creates_every_topic_with_the_configured_partitions(compose: d
     assert set(loop.group(1).split()) == set(ALL)
     partitions = re.search(r"--partitions (\d+)", script)
     assert partitions is not None
-    for name in ("worker", "simulator"):
+    assert re.search(rf"--topic {MODELS} --partitions 1 ", script)
+    for name in ("worker", "trainer", "simulator"):
         env = compose["services"][name]["environment"]
         assert env["TICKMATCH_PARTITIONS"] == partitions.group(1)
 
 
 def test_services_use_only_known_settings_and_valid_values(compose: dict[str, Any]) -> None:
-    for name in ("worker", "simulator"):
+    for name in ("worker", "trainer", "simulator"):
         env = {k: str(v) for k, v in compose["services"][name]["environment"].items()}
         assert set(env) <= set(ENV.values()), set(env) - set(ENV.values())
         settings = Settings.from_env(env)  # raises SettingsError on a bad value
         assert settings.broker_url == "kafka://kafka:9092"
 
 
-def test_two_workers_and_a_simulator(compose: dict[str, Any]) -> None:
+def test_two_workers_one_trainer_and_a_simulator(compose: dict[str, Any]) -> None:
     services = compose["services"]
+    assert services["trainer"]["command"] == ["trainer"] and "deploy" not in services["trainer"]
     assert services["worker"]["deploy"]["replicas"] == 2
     assert services["worker"]["command"] == ["worker"]
     assert services["simulator"]["command"][0] == "simulate"
