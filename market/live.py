@@ -33,7 +33,9 @@ class MarketConfig:
     time_scale: float = 0.04
     p_no_end: float = 0.04
     p_one_end: float = 0.06
-    p_return: float = 0.5
+    p_return: float = 0.3  # chance to come back after a chat...
+    p_return_aha: float = 0.5  # ...plus up to this much more after a long one (simulated seconds below)
+    aha_s: float = 180.0
     return_after_s: float = 2.0
     step_s: float = 0.05
 
@@ -111,7 +113,8 @@ class LiveMarket:
         self.state[a] = self.state[b] = CHATTING
         self.visit[a] += 1
         self.visit[b] += 1
-        duration = self.pop.sample_duration_s(a, b, self.rng) * self.config.time_scale
+        simulated = self.pop.sample_duration_s(a, b, self.rng)
+        duration = simulated * self.config.time_scale
         roll = self.rng.random()
         reporters = (
             []
@@ -122,27 +125,31 @@ class LiveMarket:
         )
         reason = END_REASONS[int(self.rng.integers(len(END_REASONS)))]
         for k, user in enumerate(reporters):
-            self._later(duration + 0.05 * k, self._end, decision, user, reason)
+            self._later(duration + 0.05 * k, self._end, decision, user, reason, simulated)
         for user in (a, b):
             if user not in reporters:  # a client that never reports still leaves the chat
-                self._later(duration, self._finish, user)
+                self._later(duration, self._finish, user, simulated)
 
-    def _end(self, decision: MatchDecision, user: int, reason: str) -> None:
+    def _end(self, decision: MatchDecision, user: int, reason: str, simulated_s: float) -> None:
+        skew = float(self.pop.clock_skew_s[user]) * self.config.time_scale  # the client's clock, not ours
         self._emit(
             ChatEnd(
                 match_id=decision.match_id,
                 user_id=self.pop.user_id(user),
                 shard=decision.shard,
-                ended_at=self.clock(),
+                ended_at=max(self.clock() + skew, 0.0),
                 reason=reason,
             )
         )
-        self._finish(user)
+        self._finish(user, simulated_s)
 
-    def _finish(self, user: int) -> None:
+    def _finish(self, user: int, simulated_s: float) -> None:
+        """The chat is over for ``user``; a long chat makes coming back likelier (the "aha moment")."""
         self.state[user] = IDLE
-        if self.accepting and self.rng.random() < self.config.p_return:
-            self._later(self.config.return_after_s, self._come_back, user)
+        cfg = self.config
+        p_back = cfg.p_return + cfg.p_return_aha * (1.0 - float(np.exp(-simulated_s / cfg.aha_s)))
+        if self.accepting and self.rng.random() < p_back:
+            self._later(cfg.return_after_s, self._come_back, user)
 
     def _come_back(self, user: int) -> None:
         if self.state[user] == IDLE and self.accepting:

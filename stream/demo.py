@@ -133,18 +133,20 @@ def summarize(seen: Seen, market_sent: int, elapsed_s: float) -> dict[str, Any]:
         "model_versions": versions,
         "models_published": len(seen.models),
         "learned_decisions": sum(1 for d in seen.decisions if d.model_version.startswith("duration-")),
-        "mean_duration_heuristic_s": _mean_duration(seen, learned=False),
-        "mean_duration_learned_s": _mean_duration(seen, learned=True),
+        "model_lag_s_max": _model_lag_max(seen),
         "elapsed_s": round(elapsed_s, 1),
     }
 
 
-def _mean_duration(seen: Seen, learned: bool) -> float:
-    """Mean observed (uncensored) chat duration of decisions made by the learned / the heuristic model."""
-    values = [
-        lb.duration_s for lb in seen.labels if not lb.censored and lb.model_version.startswith("duration-") == learned
-    ]
-    return round(sum(values) / len(values), 3) if values else 0.0
+def _model_lag_max(seen: Seen) -> float:
+    """Staleness bound of the scorer, measured: for each published version that decisions used, seconds from
+    the trainer publishing it to the first decision scored with it (publish, consume, re-embed, next tick).
+    Trainer and worker share this machine's clock."""
+    first_use: dict[str, float] = {}
+    for d in seen.decisions:
+        first_use[d.model_version] = min(first_use.get(d.model_version, d.decided_at), d.decided_at)
+    lags = [first_use[m.version] - m.trained_at for m in seen.models if m.version in first_use]
+    return round(max(lags), 3) if lags else 0.0
 
 
 def _progress(seen: Seen, market: LiveMarket, started: float, phase: str, tty: bool) -> None:
