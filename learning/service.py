@@ -13,6 +13,7 @@ import contextlib
 import logging
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import numpy as np
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
@@ -21,6 +22,7 @@ from learning.features import RAW_DIM
 from learning.model import DurationModel
 from learning.trainer import Trainer, TrainerConfig
 from schemas import DecodeError, DurationLabel, ModelUpdate, decode_record, encode
+from schemas.codec import MAX_MODEL_BYTES
 from stream import topics as names
 from stream.settings import Settings
 
@@ -51,6 +53,25 @@ def from_update(update: ModelUpdate) -> DurationModel:
     return DurationModel(w, update.log_sigma, update.version, update.labels_seen)
 
 
+def save_version(update: ModelUpdate, directory: Path) -> Path:
+    """Keep a version on disk in its wire form (``<version>.msgpack``), written atomically: the models topic is
+    the live channel, these files are what one evaluates, compares or rolls back to later."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"{update.version}.msgpack"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(encode(update))
+    tmp.replace(path)
+    return path
+
+
+def load_version(path: Path) -> DurationModel:
+    """A saved version back as a model (DecodeError / ValueError if the file is not one)."""
+    record = decode_record(path.read_bytes(), limit=MAX_MODEL_BYTES)
+    if not isinstance(record, ModelUpdate):
+        raise ValueError(f"{path} holds a {record.TYPE}, not a model-update")
+    return from_update(record)
+
+
 class TrainerService:
     """Labels in, model versions out."""
 
@@ -61,6 +82,7 @@ class TrainerService:
         self.trainer = Trainer(TrainerConfig(min_labels=settings.train_min_labels, retrain_every=settings.train_every))
         self.skipped = 0
         self.published: list[ModelUpdate] = []
+        self.models_dir = Path(settings.data_dir) / "models" / settings.app_id
 
     def take(self, value: bytes | None) -> DurationModel | None:
         """Feed one labels-topic message; returns a new version when one was trained."""
@@ -118,6 +140,7 @@ class TrainerService:
     async def publish(self, producer: AIOKafkaProducer, model: DurationModel) -> None:
         update = to_update(model, self.trainer, self.clock())
         await producer.send_and_wait(self.settings.topic(names.MODELS), value=encode(update), key=b"duration")
+        path = save_version(update, self.models_dir)
         self.published.append(update)
         log.info(
             "model published",
@@ -125,6 +148,6 @@ class TrainerService:
         )
         print(
             f"trainer: {update.version} from {update.labels_seen} labels, held-out AUROC "
-            f"{update.auroc if update.auroc is not None else float('nan'):.3f}",
+            f"{update.auroc if update.auroc is not None else float('nan'):.3f} (saved to {path})",
             flush=True,
         )

@@ -4,6 +4,7 @@ and the trainer turns logged labels into versions."""
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -13,7 +14,7 @@ from agents.runtime import WorkerRuntime
 from learning.features import RAW_DIM, SIGNAL_BASE
 from learning.model import DurationModel
 from learning.scorer import Scorer
-from learning.service import TrainerService, from_update, to_update
+from learning.service import TrainerService, from_update, load_version, save_version, to_update
 from learning.trainer import Trainer
 from schemas import DurationLabel, Join, MatchDecision, ProfileUpdate, encode
 from stream.settings import Settings
@@ -140,3 +141,12 @@ async def test_trainer_service_turns_logged_labels_into_versions() -> None:
     assert service.take(encode(DurationLabel("old", "s", 5.0, False, 2, "h", "p", 1.0))) is None  # no features
     assert service.take(b"junk") is None and service.skipped == 2
     assert service.trainer.history[-1].auroc > 0.75
+
+
+def test_saved_versions_load_back_identically(tmp_path: Path) -> None:
+    model = learned("duration-v9", 9)
+    path = save_version(to_update(model, Trainer(), 3.0), tmp_path / "models")
+    assert path.name == "duration-v9.msgpack"
+    again = load_version(path)
+    assert again.version == "duration-v9" and again.log_sigma == model.log_sigma
+    np.testing.assert_array_equal(again.weights, model.weights)
