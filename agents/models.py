@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import logging
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
 from agents.runtime import WorkerRuntime
 from learning.service import from_update
@@ -18,6 +18,7 @@ from matching.model import ModelError
 from schemas import DecodeError, ModelUpdate, decode_record
 from schemas.codec import MAX_MODEL_BYTES
 from stream import topics as names
+from stream.topics import read_from_start
 
 log = logging.getLogger(__name__)
 
@@ -40,20 +41,8 @@ def apply_update(runtime: WorkerRuntime, value: bytes | None) -> str | None:
 async def follow_models(runtime: WorkerRuntime, bootstrap: str) -> None:
     """Run until cancelled (the Faust worker cancels its tasks on shutdown)."""
     topic = runtime.settings.topic(names.MODELS)
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        client_id=f"{runtime.settings.app_id}-models",
-        fetch_max_bytes=MAX_MODEL_BYTES * 2,
-        max_partition_fetch_bytes=MAX_MODEL_BYTES,
-    )
-    await consumer.start()
+    consumer = await read_from_start(bootstrap, f"{runtime.settings.app_id}-models", [TopicPartition(topic, 0)])
     try:
-        part = TopicPartition(topic, 0)
-        consumer.assign([part])
-        await consumer.seek_to_beginning(part)
         while True:
             batches = await consumer.getmany(timeout_ms=500, max_records=100)
             for records in batches.values():

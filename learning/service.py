@@ -16,7 +16,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka import AIOKafkaProducer, TopicPartition
 
 from learning.features import RAW_DIM
 from learning.model import DurationModel
@@ -25,6 +25,7 @@ from schemas import DecodeError, DurationLabel, ModelUpdate, decode_record, enco
 from schemas.codec import MAX_MODEL_BYTES
 from stream import topics as names
 from stream.settings import Settings
+from stream.topics import read_from_start
 
 log = logging.getLogger(__name__)
 
@@ -109,20 +110,11 @@ class TrainerService:
     async def run(self, stop: asyncio.Event) -> None:
         """Consume until ``stop`` is set."""
         labels = self.settings.topic(names.LABELS)
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self.bootstrap,
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            client_id=f"{self.settings.app_id}-trainer",
-        )
+        parts = [TopicPartition(labels, p) for p in range(self.settings.partitions)]
+        consumer = await read_from_start(self.bootstrap, f"{self.settings.app_id}-trainer", parts)
         producer = AIOKafkaProducer(bootstrap_servers=self.bootstrap, acks="all")
-        await consumer.start()
         await producer.start()
         try:
-            parts = [TopicPartition(labels, p) for p in range(self.settings.partitions)]
-            consumer.assign(parts)
-            await consumer.seek_to_beginning(*parts)
             log.info("trainer started", extra={"labels_topic": labels, "partitions": len(parts)})
             while not stop.is_set():
                 batches = await consumer.getmany(timeout_ms=200, max_records=5000)

@@ -68,22 +68,11 @@ class Readback:
 
     async def start(self) -> None:
         """Assign every partition of every topic and start reading from the beginning."""
-        consumer = AIOKafkaConsumer(
-            bootstrap_servers=self._bootstrap,
-            group_id=None,
-            enable_auto_commit=False,
-            auto_offset_reset="earliest",
-            client_id=f"{self.settings.app_id}-readback",
-            max_partition_fetch_bytes=MAX_MODEL_BYTES,
-        )
-        await consumer.start()
         parts = [TopicPartition(self.settings.topic(names.MODELS), 0)]
         for topic in names.ALL:
             for p in range(self.settings.partitions):
                 parts.append(TopicPartition(self.settings.topic(topic), p))
-        consumer.assign(parts)
-        await consumer.seek_to_beginning(*parts)
-        self._consumer = consumer
+        self._consumer = await names.read_from_start(self._bootstrap, f"{self.settings.app_id}-readback", parts)
         self._task = asyncio.create_task(self._run(), name="readback")
 
     async def _run(self) -> None:
