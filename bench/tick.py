@@ -6,11 +6,15 @@ For each (n, d): a pool of n waiting users, then ``--ticks`` matching ticks (def
 200, when they would take longer than ``--budget-s``) with ``--churn`` of the pool replaced between ticks
 (leavers out, new users in, so slots are reused and new embeddings arrive). Reported:
 
-- ``p50_ms``/``p99_ms``/``p999_ms`` of the engine's whole tick (gather, scoring, candidates, matching, refill);
+- ``p50_ms``/``p99_ms``/``p999_ms`` of the engine's whole tick (gather, scoring, candidates, matching, refill),
+  with the engine's defaults: its pair cache keeps each user's best partners across ticks, so a steady-state
+  tick scores only the new and changed users against everyone (``users_rescored_per_tick``, mean);
+- ``full_p50_ms``/``full_p999_ms``/``full_ratio_p999_to_floor``: the same market with the cache off, every pair
+  scored every tick (``--full-ticks`` ticks) — what a tick costs when most of the pool is new;
 - ``floor_ms``: the fastest of ``--floor-runs`` runs of plain numpy computing every upper-triangle dot product of
   an n x d float32 matrix in contiguous 1024-row blocks with BLAS on all cores, measured in the same run — the
-  arithmetic the tick cannot avoid; ``ratio_p999_to_floor`` is the headline number;
-- ``pair_scores_per_s``: n(n-1)/2 pairs per p50 tick;
+  arithmetic a full recomputation cannot avoid; ``ratio_p999_to_floor`` is the headline number;
+- ``pair_scores_per_s``: n(n-1)/2 pair scores a tick serves, per p50 tick;
 - ``quality_vs_exact``: total score of the engine's matching over rustworkx's exact max-weight matching, mean
   over ``--quality-pools`` pools of n=1000 (same generator, same constraints), per dimension.
 
@@ -29,7 +33,7 @@ import os
 import platform
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -117,12 +121,13 @@ def measure_floor(n: int, dim: int, runs: int, cores: int) -> float:
 
 def measure_ticks(
     n: int, market: Market, engine: Engine, ticks: int, churn: float, budget_s: float = 0.0
-) -> npt.NDArray[np.float64]:
+) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.float64]]:
     """Latency (ms) of up to ``ticks`` engine ticks on a churning pool of n users.
 
     With ``budget_s``, fewer ticks are run when ``ticks`` would take longer than that, but never fewer than
     200. Why many ticks: p99.9 of 200 samples is in effect their maximum; 1,000 are the least that make it a
-    percentile."""
+    percentile. Also returns, per tick, how many users were scored against everyone (all of them in a full
+    recomputation; the new and changed ones when the engine's pair cache answers the rest)."""
     set_blas_threads(1)  # the engine's threads each run single-threaded BLAS (see matching.tuning)
     pool = Pool(market.dim, capacity=n)
     now = 1000.0
@@ -136,6 +141,7 @@ def measure_ticks(
         ticks = min(ticks, max(MIN_TICKS, int(budget_s / max(per_tick, 1e-6))))
     freeze_heap()
     samples = np.empty(ticks, dtype=np.float64)
+    fresh = np.empty(ticks, dtype=np.float64)
     for t in range(ticks):
         now += 0.5
         market.churn(pool, churn, now)
@@ -143,8 +149,9 @@ def measure_ticks(
             t0 = time.perf_counter()
             engine.match(pool, market.model, curve, now)
             samples[t] = (time.perf_counter() - t0) * 1000.0
+        fresh[t] = engine.last_fresh if engine.config.incremental else len(pool)
     gc.unfreeze()
-    return samples
+    return samples, fresh
 
 
 def measure_quality(market: Market, engine: Engine, pools: int, n: int) -> tuple[float, float]:
@@ -230,6 +237,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quality-n", type=int, default=1000)
     parser.add_argument("--threads", type=int, default=0, help="engine scan threads (0 = one per core)")
     parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument(
+        "--full-ticks", type=int, default=200, help="ticks measured with the pair cache off (full recomputation)"
+    )
     parser.add_argument("--out", type=Path, default=Path("bench/out"), help="directory for the PNG and JSON")
     parser.add_argument("--json", action="store_true", help="(kept for the documented command; JSON is always last)")
     args = parser.parse_args(argv)
@@ -238,6 +248,7 @@ def main(argv: list[str] | None = None) -> int:
 
     cores = os.cpu_count() or 1
     config = EngineConfig(threads=args.threads)
+    full_config = replace(config, incremental=False)
     results: list[dict[str, Any]] = []
     samples: dict[tuple[int, int], npt.NDArray[np.float64]] = {}
     floors: dict[tuple[int, int], float] = {}
@@ -245,14 +256,18 @@ def main(argv: list[str] | None = None) -> int:
     for dim in args.dim:
         engine = Engine(dim, config)
         warm_up(engine)
+        full_engine = Engine(dim, full_config)
+        warm_up(full_engine)
         market = Market.create(dim, args.seed)
         print(f"[{time.perf_counter() - started:6.1f}s] d={dim}: quality over {args.quality_pools} pools "
               f"of {args.quality_n} (exact reference takes seconds each)", file=sys.stderr, flush=True)  # fmt: skip
         quality, quality_min = measure_quality(market, engine, args.quality_pools, args.quality_n)
         for n in args.n:
             floor = measure_floor(n, dim, args.floor_runs, cores)
-            lat = measure_ticks(n, market, engine, args.ticks, args.churn, args.budget_s)
+            lat, fresh = measure_ticks(n, market, engine, args.ticks, args.churn, args.budget_s)
             p50, p99, p999 = (float(np.percentile(lat, q)) for q in (50, 99, 99.9))
+            full = measure_ticks(n, market, full_engine, args.full_ticks, args.churn, args.budget_s / 2)[0]
+            f50, f999 = (float(np.percentile(full, q)) for q in (50, 99.9))
             row = {
                 "n": n,
                 "dim": dim,
@@ -265,6 +280,11 @@ def main(argv: list[str] | None = None) -> int:
                 "floor_ms": round(floor, 3),
                 "ratio_p999_to_floor": round(p999 / floor, 3),
                 "pair_scores_per_s": float(f"{n * (n - 1) / 2 / (p50 / 1000.0):.4g}"),
+                "users_rescored_per_tick": round(float(fresh.mean()), 1),
+                "full_ticks": int(full.shape[0]),
+                "full_p50_ms": round(f50, 2),
+                "full_p999_ms": round(f999, 2),
+                "full_ratio_p999_to_floor": round(f999 / floor, 3),
                 "quality_vs_exact": round(quality, 4),
                 "quality_min": round(quality_min, 4),
             }
@@ -272,8 +292,10 @@ def main(argv: list[str] | None = None) -> int:
             samples[(n, dim)] = lat
             floors[(n, dim)] = floor
             print(f"[{time.perf_counter() - started:6.1f}s] n={n} d={dim}: p50 {p50:.1f} ms, p99.9 {p999:.1f} ms, "
-                  f"floor {floor:.1f} ms, ratio {p999 / floor:.2f}", file=sys.stderr, flush=True)  # fmt: skip
+                  f"floor {floor:.1f} ms, ratio {p999 / floor:.2f} (full recomputation: p50 {f50:.1f}, p99.9 "
+                  f"{f999:.1f}, ratio {f999 / floor:.2f})", file=sys.stderr, flush=True)  # fmt: skip
         engine.close()
+        full_engine.close()
     args.out.mkdir(parents=True, exist_ok=True)
     png = args.out / "tick_latency.png"
     write_histogram(png, samples, floors)

@@ -170,29 +170,44 @@ class CandidateSearch:
         """Recompute exactly the users left with fewer than k candidates while starting above the floor."""
         n = x.n
         short = np.flatnonzero((self.cand_i[:n, self.k - 1] < 0) & (self._start[:n] > floor)).astype(np.int64)
-        if short.shape[0] == 0:
-            return 0
+        self.exact_rows(x, short, floor, self.cand_v, self.cand_i)
+        return int(short.shape[0])
+
+    def exact_rows(
+        self,
+        x: Inputs,
+        rows: npt.NDArray[np.int64],
+        floor: np.float32,
+        out_v: npt.NDArray[np.float32],
+        out_i: npt.NDArray[np.int32],
+    ) -> None:
+        """Exact top-k of the users ``rows`` (qualifying at or above ``floor`` and their minimums) over all
+        ``x.n`` users, written into those rows of ``out_v``/``out_i``. Single-threaded: for a few users."""
+        if rows.shape[0] == 0:
+            return
+        if x.n > self.capacity:
+            self._grow(max(x.n, 2 * self.capacity))
+        n = x.n
         topv, topi, thr, worst = self._topv[0], self._topi[0], self._thr[0], self._worst[0]
-        for g in short.tolist():
+        for g in rows.tolist():
             topv[g] = floor
             topi[g] = -1
             thr[g] = floor
             worst[g] = 0
         b = self.block
         buf = self._buffers[0]
-        for r in range(0, short.shape[0], b):
-            rows = short[r : r + b]
-            left = x.left[rows]
+        for r in range(0, rows.shape[0], b):
+            part = rows[r : r + b]
+            left = x.left[part]
             for c in range(0, n, b):
                 c1 = min(c + b, n)
-                out = buf[: rows.shape[0] * (c1 - c)].reshape(rows.shape[0], c1 - c)
+                out = buf[: part.shape[0] * (c1 - c)].reshape(part.shape[0], c1 - c)
                 np.matmul(left, x.right[c:c1].T, out=out)
                 rescan_rows(
-                    out, rows, c, x.bias, x.min_score, x.attr, x.want, x.filtered, x.slots, x.forbid_flag,
+                    out, part, c, x.bias, x.min_score, x.attr, x.want, x.filtered, x.slots, x.forbid_flag,
                     x.forbid_keys, x.key_base, topv, topi, thr, worst,
                 )  # fmt: skip
-        write_sorted(short, topv, topi, self.cand_v, self.cand_i)
-        return int(short.shape[0])
+        write_sorted(rows, topv, topi, out_v, out_i)
 
     def _take(self) -> tuple[int, int] | None:
         with self._lock:

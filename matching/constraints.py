@@ -39,6 +39,9 @@ class ForbiddenPairs:
         self._array = np.zeros(0, dtype=np.int64)
         self._dirty = False
         self.flag = np.zeros(0, dtype=bool)
+        # Counts pairs of waiting users that became allowed again (a repeat ban ended while both wait): cached
+        # candidate lists left such pairs out, so the engine rebuilds them when this changes.
+        self.relaxed = 0
 
     def resize(self, capacity: int) -> None:
         """Follow the pool's slot capacity."""
@@ -119,6 +122,7 @@ class ForbiddenPairs:
             still_blocked = b in self._blocks.get(a, ()) or a in self._blocks.get(b, ())
             if sa is not None and sb is not None and not still_blocked:
                 self._unlink(pair_key(sa, sb))
+                self.relaxed += 1
         return ended
 
     def keys(self) -> npt.NDArray[np.int64]:

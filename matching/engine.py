@@ -9,6 +9,7 @@ from __future__ import annotations
 import gc
 import os
 import time
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -20,8 +21,9 @@ from numba import njit
 from matching.auction import auction, build_graph, pointer_candidates
 from matching.candidates import CandidateSearch, Inputs
 from matching.constraints import KEY_BASE
-from matching.kernels import ANY_MASK, suitor
+from matching.kernels import ANY_MASK, CHUNK, reset_topk, suitor
 from matching.model import BilinearModel, ModelError
+from matching.paircache import PairCache, column_gates, compact, fresh_scan, read_candidates, store_rows
 from matching.policy import WaitCurve
 from matching.pool import Pool
 
@@ -54,10 +56,15 @@ class EngineConfig:
     auction_eps: float = 3e-3  # final auction epsilon relative to the largest score: loss <= 2n * eps
     auction_scaling: float = 20.0  # epsilon divided by this per phase (fewer phases = fewer bids, measured)
     warm_prices: bool = True  # start the auction from the prices users had in their previous tick
+    incremental: bool = True  # keep each pool's pair lists across ticks and score only what changed
+    cache_depth: int = 16  # partners kept per user across ticks (> k: lists survive partners leaving)
+    max_fresh: float = 0.2  # above this share of changed users a tick rebuilds every list (cheaper then)
 
     def __post_init__(self) -> None:
         if self.matcher not in ("auction", "greedy"):
             raise ValueError(f"unknown matcher {self.matcher!r}: use 'auction' or 'greedy'")
+        if self.cache_depth < self.k or not 0.0 <= self.max_fresh <= 1.0:
+            raise ValueError("cache_depth >= k and 0 <= max_fresh <= 1 are required")
 
     def resolved_threads(self) -> int:
         return self.threads if self.threads > 0 else max(1, min(os.cpu_count() or 1, 8))
@@ -189,14 +196,45 @@ class _Buffers:
         self.pointer_i = np.empty((capacity, 1), dtype=np.int32)
         self.cand_v = np.empty((capacity, k), dtype=np.float32)
         self.cand_i = np.empty((capacity, k), dtype=np.int32)
+        self.no_min = np.full(capacity, -np.inf, dtype=np.float32)  # raw lists: no waiting-time minimum
+        self.fresh = np.empty(capacity, dtype=np.int64)
+        self.is_fresh = np.zeros(capacity, dtype=bool)
 
-    def inputs(self, n: int, forbid_flag: npt.NDArray[np.bool_], forbid_keys: npt.NDArray[np.int64]) -> Inputs:
-        """The candidate search's view of the first ``n`` users held here."""
+    def inputs(
+        self, n: int, forbid_flag: npt.NDArray[np.bool_], forbid_keys: npt.NDArray[np.int64], raw: bool = False
+    ) -> Inputs:
+        """The candidate search's view of the first ``n`` users held here (``raw``: without minimum scores)."""
         return Inputs(
-            left=self.left, right=self.emb, bias=self.bias, min_score=self.min_score, attr=self.attr,
+            left=self.left, right=self.emb, bias=self.bias, min_score=self.no_min if raw else self.min_score,
+            attr=self.attr,
             want=self.want, filtered=self.filtered, slots=self.slots, forbid_flag=forbid_flag,
             forbid_keys=forbid_keys, key_base=KEY_BASE, n=n,
         )  # fmt: skip
+
+
+class _FreshLists:
+    """Scratch top-``depth`` lists of the users a tick scores against everyone."""
+
+    def __init__(self, capacity: int, depth: int, block: int = 512) -> None:
+        self.depth = depth
+        self.capacity = 0
+        self.buffer = np.empty(block * block, dtype=np.float32)
+        self.pen = np.empty(block, dtype=np.float32)
+        self.seg = np.empty(2 * (block // CHUNK + 2), dtype=np.int64)
+        self.fit(capacity)
+
+    def fit(self, n: int) -> _FreshLists:
+        if n > self.capacity:
+            self.capacity = max(n, 2 * self.capacity)
+            self.v = np.empty((self.capacity, self.depth), dtype=np.float32)
+            self.i = np.empty((self.capacity, self.depth), dtype=np.int32)
+            self.thr = np.empty(self.capacity, dtype=np.float32)
+            self.worst = np.empty(self.capacity, dtype=np.int64)
+            self.gate = np.empty(self.capacity, dtype=np.float32)
+        return self
+
+    def reset(self, m: int) -> None:
+        reset_topk(self.v, self.i, self.thr, self.worst, m, np.float32(-np.inf))
 
 
 class Engine:
@@ -205,7 +243,15 @@ class Engine:
     def __init__(self, dim: int, config: EngineConfig | None = None, capacity: int = 1024) -> None:
         self.config = config or EngineConfig()
         self.dim = dim
-        self.search = CandidateSearch(k=self.config.k, block=self.config.block, threads=self.config.resolved_threads())
+        threads = self.config.resolved_threads()
+        self.search = CandidateSearch(k=self.config.k, block=self.config.block, threads=threads)
+        self.deep = CandidateSearch(k=self.config.cache_depth, block=self.config.block, threads=threads)
+        self._caches: weakref.WeakKeyDictionary[Pool, PairCache] = weakref.WeakKeyDictionary()
+        self._fresh_lists = _FreshLists(capacity, self.config.cache_depth)
+        self.last_fresh = 0  # users scored against everyone in the last call (all of them after a rebuild)
+        self.last_rebuilt = False
+        self._last_n = 0
+        self._runs = np.zeros(1, dtype=np.int64)
         self._rounds: list[_Buffers] = []
         self._n_attr = 0
         self._capacity = capacity
@@ -217,6 +263,7 @@ class Engine:
     def close(self) -> None:
         """Stop the scan threads."""
         self.search.close()
+        self.deep.close()
 
     def _buffers(self, n: int, n_attr: int) -> list[_Buffers]:
         if n > self._capacity or n_attr != self._n_attr or not self._rounds:
@@ -245,7 +292,12 @@ class Engine:
         key = np.zeros(active.shape[0], dtype=np.int64)
         for a in range(pool.attr.shape[1]):
             key = key * 65 + pool.attr[active, a] + 1
-        order = active[np.argsort(key, kind="stable")]
+        by_key = np.argsort(key, kind="stable")
+        order = active[by_key]
+        sorted_key = key[by_key]
+        # Runs of users with identical attributes (contiguous after the sort): the fresh scan skips a run its
+        # row's filters reject without looking at its scores.
+        self._runs = np.concatenate(([0], np.flatnonzero(sorted_key[1:] != sorted_key[:-1]) + 1, [len(order)]))
         n = _gather(
             order, pool.bias, pool.attr, pool.want, pool.joined_at, now,
             first.slots, first.bias, first.attr, first.want, first.wait, first.filtered,
@@ -258,14 +310,18 @@ class Engine:
 
         cfg = self.config
         t1 = clock()
-        cand_v, cand_i = self.search.run(first.inputs(n, forbid_flag, forbid_keys))
+        if cfg.incremental and self._use_cache(pool, first.slots[:n]):
+            self._cached_candidates(pool, model, first, n, forbid_flag, forbid_keys)
+        else:
+            cand_v, cand_i = self.search.run(first.inputs(n, forbid_flag, forbid_keys))
+            # keep round 0's candidates: refill rounds reuse the search buffers
+            np.copyto(first.cand_v[:n], cand_v)
+            np.copyto(first.cand_i[:n], cand_i)
+            self.last_fallbacks = self.search.fallbacks
         t2 = clock()
-        # keep round 0's candidates: refill rounds reuse the search buffers
-        np.copyto(first.cand_v[:n], cand_v)
-        np.copyto(first.cand_i[:n], cand_i)
         cand_v, cand_i = first.cand_v[:n], first.cand_i[:n]
+        self._last_n = n
         self.last_candidates = int(np.count_nonzero(cand_i[:, 0] >= 0))
-        self.last_fallbacks = self.search.fallbacks
         mate, weight = first.mate, first.suitor_w  # round-0 index space from here on
         if cfg.matcher == "auction":
             ak = min(cfg.auction_k, cfg.k)  # lists are sorted: the best auction_k of each
@@ -313,6 +369,95 @@ class Engine:
         }
         return result
 
+    def candidate_lists(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32], npt.NDArray[np.int64]]:
+        """The last call's round-0 candidates as ``(slots, values, partner slots)`` (-1: none): for tests and
+        diagnostics, copied."""
+        first = self._rounds[0]
+        n = self._last_n
+        slots = first.slots[:n].copy()
+        idx = first.cand_i[:n].astype(np.int64)
+        partners = np.where(idx >= 0, first.slots[np.maximum(idx, 0)], -1)
+        return slots, first.cand_v[:n].copy(), partners
+
+    def _use_cache(self, pool: Pool, slots: npt.NDArray[np.int64]) -> bool:
+        """Whether this tick goes through the pair cache: not when most of the pool is new since the last tick
+        (every user matched each tick, say), where keeping deeper lists would cost more than it saves."""
+        cache = self._caches.get(pool)
+        if cache is None:
+            cache = self._caches[pool] = PairCache(self.config.cache_depth, pool.capacity)
+        cache.grow(pool.capacity)
+        if cache.turnover(slots, pool.gen) > self.config.max_fresh * slots.shape[0]:
+            cache.invalidate()
+            self.last_rebuilt, self.last_fresh = True, slots.shape[0]
+            return False
+        return True
+
+    def _cached_candidates(
+        self,
+        pool: Pool,
+        model: BilinearModel,
+        first: _Buffers,
+        n: int,
+        forbid_flag: npt.NDArray[np.bool_],
+        forbid_keys: npt.NDArray[np.int64],
+    ) -> None:
+        """Round-0 candidates into ``first.cand_v/cand_i`` from the pool's pair cache (see matching.paircache)."""
+        cfg = self.config
+        cache = self._caches[pool]
+        if cache.model is not model or cache.relaxed != pool.forbidden.relaxed:
+            cache.invalidate()
+        slots = first.slots[:n]
+        lists = self._fresh_lists.fit(n)
+        m = compact(
+            slots, n, pool.gen, pool.active, cfg.k, cache.c_slot, cache.c_gen, cache.c_val, cache.c_cnt,
+            cache.c_floor, cache.c_gate, cache.row_gen, first.fresh, first.is_fresh,
+        )  # fmt: skip
+        self.last_rebuilt = m > cfg.max_fresh * n
+        if self.last_rebuilt:  # much changed: every list from one parallel upper-triangle scan
+            deep_v, deep_i = self.deep.run(first.inputs(n, forbid_flag, forbid_keys, raw=True))
+            first.fresh[:n] = np.arange(n)
+            m = n
+            store_rows(first.fresh, n, deep_v, deep_i, slots, pool.gen, cache.c_slot, cache.c_gen, cache.c_val,
+                       cache.c_cnt, cache.c_floor, cache.c_gate, cache.row_gen)  # fmt: skip
+        elif m:
+            self._score_fresh(pool, cache, first, n, m, lists, forbid_flag, forbid_keys)
+        self.last_fresh = m
+        cache.model, cache.relaxed = model, pool.forbidden.relaxed
+        cache.pos_of_slot[slots] = np.arange(n)
+        lowest = float(first.min_score[:n].min())
+        need = read_candidates(
+            slots, n, cache.pos_of_slot, first.min_score, lowest, cache.c_slot, cache.c_val, cache.c_cnt,
+            cache.c_floor, first.cand_v, first.cand_i, first.sub,
+        )  # fmt: skip
+        cache.pos_of_slot[slots] = -1
+        floor = np.nextafter(np.float32(lowest), np.float32(-np.inf))
+        self.search.exact_rows(first.inputs(n, forbid_flag, forbid_keys), first.sub[:need].copy(), floor,
+                               first.cand_v, first.cand_i)  # fmt: skip
+        self.last_fallbacks = need
+
+    def _score_fresh(self, pool: Pool, cache: PairCache, first: _Buffers, n: int, m: int, lists: _FreshLists,
+                     forbid_flag: npt.NDArray[np.bool_], forbid_keys: npt.NDArray[np.int64]) -> None:  # fmt: skip
+        """Score the ``m`` fresh users against all ``n``: their own exact lists, and offers to everyone else's."""
+        rows = first.fresh[:m]
+        lists.reset(m)
+        column_gates(first.slots, n, first.is_fresh, cache.c_gate, lists.gate)
+        b = self.config.block
+        for r in range(0, m, b):
+            r1 = min(r + b, m)
+            left = first.left[rows[r:r1]]
+            for c in range(0, n, b):
+                c1 = min(c + b, n)
+                scores = lists.buffer[: (r1 - r) * (c1 - c)].reshape(r1 - r, c1 - c)
+                np.matmul(left, first.emb[c:c1].T, out=scores)
+                fresh_scan(
+                    scores, rows, r, c, first.bias, first.attr, first.want, first.filtered, first.slots,
+                    forbid_flag, forbid_keys, KEY_BASE, pool.gen, lists.gate, lists.v, lists.i, lists.thr,
+                    lists.worst, cache.c_slot, cache.c_gen, cache.c_val, cache.c_cnt, cache.c_floor, cache.c_gate,
+                    CHUNK, self._runs, lists.pen, lists.seg,
+                )  # fmt: skip
+        store_rows(rows, m, lists.v, lists.i, first.slots, pool.gen, cache.c_slot, cache.c_gen, cache.c_val,
+                   cache.c_cnt, cache.c_floor, cache.c_gate, cache.row_gen)  # fmt: skip
+
     @staticmethod
     def _take(src: _Buffers, dst: _Buffers, m: int) -> None:
         """Copy the rows ``dst.sub[:m]`` of ``src`` to the front of ``dst`` (refill round input)."""
@@ -334,8 +479,11 @@ def warm_up(engine: Engine) -> None:
         emb = rng.standard_normal(engine.dim).astype(np.float32)
         pool.add(f"warm{i}", 0.0, emb, {"gender": "f" if i % 2 else "m"}, wants, blocked=blocked)
     model = BilinearModel.identity(engine.dim, "warm-up")
-    engine.match(pool, model, WaitCurve(), 1.0)
-    engine.match(pool, model, WaitCurve(1.0, 0.0, 5.0), 3.0)
+    engine.match(pool, model, WaitCurve(), 1.0)  # everyone new: the plain scan
+    engine.match(pool, model, WaitCurve(1.0, 0.0, 5.0), 3.0)  # nobody new: the pair cache is built
+    for i in range(0, n, 10):  # a few changed users: the incremental scan and the exact fallback
+        pool.update_features(f"warm{i}", rng.standard_normal(engine.dim).astype(np.float32), {})
+    engine.match(pool, model, WaitCurve(1.0, 0.0, 5.0), 3.5)
 
 
 @contextmanager

@@ -81,6 +81,9 @@ class Pool:
         # Auction prices (as partner, as "stays unmatched") from the last tick this user took part in: the
         # market's value of each waiting user, reused as the next tick's starting point. NaN: none yet.
         self.price = np.zeros((0, 2), dtype=np.float64)
+        # Bumped whenever what a slot holds changes (a user joins into it, or its features change): the engine's
+        # pair cache compares it to tell a cached score of this slot from a stale one (see matching.paircache).
+        self.gen = np.zeros(0, dtype=np.int64)
         self.ids: list[str | None] = []
         self._slot: dict[str, int] = {}
         self._free: list[int] = []
@@ -96,6 +99,7 @@ class Pool:
         self.attr = _resized(self.attr, (capacity, len(ATTRS)))
         self.want = _resized(self.want, (capacity, len(ATTRS)))
         self.price = _resized(self.price, (capacity, 2))
+        self.gen = _resized(self.gen, (capacity,))
         self.forbidden.resize(capacity)
         self.ids.extend([None] * (capacity - old))
         self._free.extend(range(capacity - 1, old - 1, -1))  # pop() hands out low slots first
@@ -145,6 +149,7 @@ class Pool:
             self.raw[slot] = raw
         self.bias[slot] = bias
         self.attr[slot] = codes
+        self.gen[slot] += 1
         self.want[slot] = masks
         self.forbidden.on_add(user_id, slot, blocked, self._slot)
         return slot
@@ -162,6 +167,7 @@ class Pool:
         if slot is None:
             return False
         self.emb[slot] = embedding
+        self.gen[slot] += 1
         if raw is not None:
             self.raw[slot] = raw
         if bias is not None:
