@@ -236,9 +236,9 @@ class MarketSim:
         policy = self.policy
         slots = pool.active_slots()
         if policy.bias == "random":
-            pool.bias[slots] = self.rng_policy.random(slots.size)
+            pool.set_bias(slots, self.rng_policy.random(slots.size))
         elif policy.bias == "wait":
-            pool.bias[slots] = t - pool.joined_at[slots]
+            pool.set_bias(slots, t - pool.joined_at[slots])
         out: list[tuple[int, int, int, float]] = []
         if policy.explore > 0:
             chosen = slots[self.rng_policy.random(slots.size) < policy.explore]

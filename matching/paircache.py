@@ -16,9 +16,9 @@ list scores at most ``floor`` (``-inf``: the list holds every allowed partner). 
    (floor ``-inf``, or below both minimums that could apply); the rest are recomputed exactly by the caller.
 
 So the candidates equal the full recomputation's (tested against brute force over churning pools), and the work
-per tick follows the churn. Anything that changes scores without going through ``Pool.add`` /
-``Pool.update_features`` must change the model object (a new model version does), which rebuilds the cache; so
-does a repeat ban ending between two waiting users (``ForbiddenPairs.relaxed``).
+per tick follows the churn. Whatever changes a user's scores goes through ``Pool.add`` / ``update_features`` /
+``set_bias`` (they bump ``Pool.gen``) or comes with a new model object (a new model version: the cache is
+rebuilt); a repeat ban ending between two waiting users (``ForbiddenPairs.relaxed``) rebuilds it too.
 """
 
 from __future__ import annotations

@@ -177,6 +177,12 @@ class Pool:
                 self.attr[slot, i] = self.vocab[name].code(attrs[name])
         return True
 
+    def set_bias(self, slots: npt.NDArray[np.intp], values: npt.NDArray[np.floating[Any]]) -> None:
+        """Overwrite the biases of waiting users (a policy that re-values users every tick). Goes through here, not
+        ``pool.bias[...] =``, because the engine's pair cache must learn that these users' scores changed."""
+        self.bias[slots] = values
+        self.gen[slots] += 1
+
     def remove(self, user_id: str) -> float | None:
         """Remove a waiting user; returns their join time, or None if they were not waiting."""
         slot = self._slot.pop(user_id, None)

@@ -55,6 +55,8 @@ def test_cached_candidates_equal_a_full_recomputation_over_churning_ticks(
                 next_id += 1
             for uid in rng.choice([u for u in pool.ids if u is not None], 3, replace=False).tolist():
                 pool.update_features(uid, rng.standard_normal(DIM).astype(np.float32), {"country": "b"})
+            revalued = rng.choice(pool.active_slots(), 3, replace=False)
+            pool.set_bias(revalued, rng.normal(size=3))  # a policy re-valuing users between ticks
             if tick % 4 == 1:  # two waiting users get a repeat ban that ends two ticks later
                 a, b = rng.choice([u for u in pool.ids if u is not None], 2, replace=False).tolist()
                 pool.remove(a)
