@@ -206,6 +206,9 @@ async def _run(settings: Settings, options: DemoOptions, worker_log: Path) -> di
                 await asyncio.wait({drained}, timeout=1.0 if tty else 5.0)
                 _progress(reader.seen, market, started, "draining", tty)
             await market.stop()
+            # Events sent while draining (leaves, late chat-ends) must be read back too before counting.
+            await producer.flush()
+            await reader.wait_for(lambda s: s.events >= market.sent, 15.0)
             if tty:
                 print(file=sys.stderr)
         return summarize(reader.seen, market.sent, time.monotonic() - started)

@@ -74,8 +74,14 @@ def test_cached_candidates_equal_a_full_recomputation_over_churning_ticks(
             slots_f, val_f, partner_f = full.candidate_lists()
             assert np.array_equal(slots_c, slots_f)
             np.testing.assert_allclose(val_c, val_f, rtol=1e-5, atol=1e-5)
-            same = val_c[:, :-1] != val_c[:, 1:]  # partners are only comparable where values are not tied
-            assert np.array_equal(partner_c[:, :-1][same], partner_f[:, :-1][same])
+            # Partners are compared where the value is clear of both neighbours: the two paths sum the dot products
+            # in different block shapes, so float32 scores differ by ~1e-6 and near-ties may swap (the last
+            # position's lower neighbour is not in the list, so only its value is compared).
+            gaps = np.abs(np.diff(val_c, axis=1)) > 1e-4
+            clear = np.zeros_like(val_c, dtype=bool)
+            clear[:, :-1] = gaps
+            clear[:, 1:-1] &= gaps[:, :-1]
+            assert np.array_equal(partner_c[clear], partner_f[clear])
             # tick 0: everyone is new (no cache); tick 1: the first cached tick builds every list; tick 7: new model
             rebuild_expected = tick in (0, 1, 7) or pool.forbidden.relaxed != relaxed or churn > 0.1
             if not rebuild_expected:  # the point of the cache: only changed users are scored
