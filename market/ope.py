@@ -40,6 +40,10 @@ def greedy_pairs(scores: npt.NDArray[np.float64], allowed: npt.NDArray[np.bool_]
     return out
 
 
+def _key(a: int, b: int) -> tuple[int, int]:
+    return (a, b) if a < b else (b, a)
+
+
 def evaluate_off_policy(run: RunResult, targets: dict[str, PairScore], truth: PairScore) -> dict[str, dict[str, float]]:
     """IPS estimate and true value (mean chat seconds per exploration group) of each target, plus the logging
     rule's own value (``uniform``)."""
@@ -51,28 +55,23 @@ def evaluate_off_policy(run: RunResult, targets: dict[str, PairScore], truth: Pa
     out: dict[str, dict[str, float]] = {}
     groups = [(g, run.groups[g]) for g in sorted(logged)]
     sizes = np.array([users.size for _, (users, _) in groups]) if groups else np.zeros(0)
-    for name, score in {**targets, "uniform": truth}.items():
+    for name in [*targets, "uniform"]:
         estimates, trues = [], []
         for g, (users, allowed) in groups:
-            m = users.size
-            i, j = np.meshgrid(np.arange(m), np.arange(m), indexing="ij")
-            if name == "uniform":
-                chosen = {(min(ua, ub), max(ua, ub)) for ua, ub, _, _ in logged[g]}
+            if name == "uniform":  # the logging rule itself: it earned what it logged
+                pairs = [(a, b) for a, b, _, _ in logged[g]]
                 est = sum(d for _, _, d, _ in logged[g])
-                true_pairs = [(users.tolist().index(a), users.tolist().index(b)) for a, b in chosen]
             else:
-                s = score(users[i.ravel()], users[j.ravel()]).reshape(m, m)
-                picks = greedy_pairs(s, allowed)
-                chosen = {(min(int(users[a]), int(users[b])), max(int(users[a]), int(users[b]))) for a, b in picks}
-                est = sum(d / p for ua, ub, d, p in logged[g] if (min(ua, ub), max(ua, ub)) in chosen)
-                true_pairs = picks
+                m = users.size
+                i, j = np.meshgrid(np.arange(m), np.arange(m), indexing="ij")
+                scores = targets[name](users[i.ravel()], users[j.ravel()]).reshape(m, m)
+                pairs = [(int(users[a]), int(users[b])) for a, b in greedy_pairs(scores, allowed)]
+                chosen = {_key(a, b) for a, b in pairs}
+                est = sum(d / p for a, b, d, p in logged[g] if _key(a, b) in chosen)
             estimates.append(est)
-            if true_pairs:
-                ta = np.array([users[a] for a, _ in true_pairs])
-                tb = np.array([users[b] for _, b in true_pairs])
-                trues.append(float(np.exp(truth(ta, tb)).sum()))
-            else:
-                trues.append(0.0)
+            pa = np.array([a for a, _ in pairs], np.int64)
+            pb = np.array([b for _, b in pairs], np.int64)
+            trues.append(float(np.exp(truth(pa, pb)).sum()) if pairs else 0.0)
         est_arr = np.asarray(estimates)
         out[name] = {
             "ips_chat_s_per_group": float(est_arr.mean()) if est_arr.size else float("nan"),
