@@ -11,6 +11,7 @@ import os
 import time
 import weakref
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
 
@@ -21,7 +22,7 @@ from numba import njit
 from matching.auction import auction, build_graph, pointer_candidates
 from matching.candidates import CandidateSearch, Inputs
 from matching.constraints import KEY_BASE
-from matching.kernels import ANY_MASK, CHUNK, reset_topk, suitor
+from matching.kernels import ANY_MASK, CHUNK, merge_topk, reset_topk, suitor
 from matching.model import BilinearModel, ModelError
 from matching.paircache import PairCache, column_gates, compact, fresh_scan, read_candidates, store_rows
 from matching.policy import WaitCurve
@@ -213,28 +214,33 @@ class _Buffers:
 
 
 class _FreshLists:
-    """Scratch top-``depth`` lists of the users a tick scores against everyone."""
+    """Scratch top-``depth`` lists of the users a tick scores against everyone: one set per scan thread (each
+    thread takes a range of columns), merged at the end."""
 
-    def __init__(self, capacity: int, depth: int, block: int = 512) -> None:
+    def __init__(self, capacity: int, depth: int, threads: int, block: int = 512) -> None:
         self.depth = depth
+        self.threads = threads
         self.capacity = 0
-        self.buffer = np.empty(block * block, dtype=np.float32)
-        self.pen = np.empty(block, dtype=np.float32)
-        self.seg = np.empty(2 * (block // CHUNK + 2), dtype=np.int64)
+        self.buffer = [np.empty(block * block, dtype=np.float32) for _ in range(threads)]
+        self.pen = [np.empty(block, dtype=np.float32) for _ in range(threads)]
+        self.seg = [np.empty(2 * (block // CHUNK + 2), dtype=np.int64) for _ in range(threads)]
         self.fit(capacity)
 
     def fit(self, n: int) -> _FreshLists:
         if n > self.capacity:
             self.capacity = max(n, 2 * self.capacity)
-            self.v = np.empty((self.capacity, self.depth), dtype=np.float32)
-            self.i = np.empty((self.capacity, self.depth), dtype=np.int32)
-            self.thr = np.empty(self.capacity, dtype=np.float32)
-            self.worst = np.empty(self.capacity, dtype=np.int64)
-            self.gate = np.empty(self.capacity, dtype=np.float32)
+            t, c, d = self.threads, self.capacity, self.depth
+            self.v = [np.empty((c, d), dtype=np.float32) for _ in range(t)]
+            self.i = [np.empty((c, d), dtype=np.int32) for _ in range(t)]
+            self.thr = [np.empty(c, dtype=np.float32) for _ in range(t)]
+            self.worst = [np.empty(c, dtype=np.int64) for _ in range(t)]
+            self.merged_v = np.empty((c, d), dtype=np.float32)
+            self.merged_i = np.empty((c, d), dtype=np.int32)
+            self.gate = np.empty(c, dtype=np.float32)
         return self
 
-    def reset(self, m: int) -> None:
-        reset_topk(self.v, self.i, self.thr, self.worst, m, np.float32(-np.inf))
+    def reset(self, t: int, m: int) -> None:
+        reset_topk(self.v[t], self.i[t], self.thr[t], self.worst[t], m, np.float32(-np.inf))
 
 
 class Engine:
@@ -247,7 +253,8 @@ class Engine:
         self.search = CandidateSearch(k=self.config.k, block=self.config.block, threads=threads)
         self.deep = CandidateSearch(k=self.config.cache_depth, block=self.config.block, threads=threads)
         self._caches: weakref.WeakKeyDictionary[Pool, PairCache] = weakref.WeakKeyDictionary()
-        self._fresh_lists = _FreshLists(capacity, self.config.cache_depth)
+        self._fresh_lists = _FreshLists(capacity, self.config.cache_depth, threads, self.config.block)
+        self._executor = ThreadPoolExecutor(max_workers=threads, thread_name_prefix="tickmatch-fresh")
         self.last_fresh = 0  # users scored against everyone in the last call (all of them after a rebuild)
         self.last_rebuilt = False
         self._last_n = 0
@@ -264,6 +271,7 @@ class Engine:
         """Stop the scan threads."""
         self.search.close()
         self.deep.close()
+        self._executor.shutdown(wait=True)
 
     def _buffers(self, n: int, n_attr: int) -> list[_Buffers]:
         if n > self._capacity or n_attr != self._n_attr or not self._rounds:
@@ -437,25 +445,46 @@ class Engine:
 
     def _score_fresh(self, pool: Pool, cache: PairCache, first: _Buffers, n: int, m: int, lists: _FreshLists,
                      forbid_flag: npt.NDArray[np.bool_], forbid_keys: npt.NDArray[np.int64]) -> None:  # fmt: skip
-        """Score the ``m`` fresh users against all ``n``: their own exact lists, and offers to everyone else's."""
+        """Score the ``m`` fresh users against all ``n``: their own exact lists, and offers to everyone else's.
+
+        Each scan thread takes a contiguous range of columns (whole blocks): the offers it makes go to the lists
+        of its own columns only, so threads never write the same list; each keeps its own lists of the fresh
+        rows, merged deterministically at the end (score desc, index asc)."""
         rows = first.fresh[:m]
-        lists.reset(m)
+        left = first.left[rows]
         column_gates(first.slots, n, first.is_fresh, cache.c_gate, lists.gate)
         b = self.config.block
-        for r in range(0, m, b):
-            r1 = min(r + b, m)
-            left = first.left[rows[r:r1]]
-            for c in range(0, n, b):
-                c1 = min(c + b, n)
-                scores = lists.buffer[: (r1 - r) * (c1 - c)].reshape(r1 - r, c1 - c)
-                np.matmul(left, first.emb[c:c1].T, out=scores)
-                fresh_scan(
-                    scores, rows, r, c, first.bias, first.attr, first.want, first.filtered, first.slots,
-                    forbid_flag, forbid_keys, KEY_BASE, pool.gen, lists.gate, lists.v, lists.i, lists.thr,
-                    lists.worst, cache.c_slot, cache.c_gen, cache.c_val, cache.c_cnt, cache.c_floor, cache.c_gate,
-                    CHUNK, self._runs, lists.pen, lists.seg,
-                )  # fmt: skip
-        store_rows(rows, m, lists.v, lists.i, first.slots, pool.gen, cache.c_slot, cache.c_gen, cache.c_val,
+        blocks = (n + b - 1) // b
+        threads = max(1, min(lists.threads, blocks))
+        cuts = [min(n, (blocks * t // threads) * b) for t in range(threads + 1)]
+
+        def scan(t: int) -> None:
+            lists.reset(t, m)
+            for r in range(0, m, b):
+                r1 = min(r + b, m)
+                for c in range(cuts[t], cuts[t + 1], b):
+                    c1 = min(c + b, n)
+                    scores = lists.buffer[t][: (r1 - r) * (c1 - c)].reshape(r1 - r, c1 - c)
+                    np.matmul(left[r:r1], first.emb[c:c1].T, out=scores)
+                    fresh_scan(
+                        scores, rows, r, c, first.bias, first.attr, first.want, first.filtered, first.slots,
+                        forbid_flag, forbid_keys, KEY_BASE, pool.gen, lists.gate, lists.v[t], lists.i[t],
+                        lists.thr[t], lists.worst[t], cache.c_slot, cache.c_gen, cache.c_val, cache.c_cnt,
+                        cache.c_floor, cache.c_gate, CHUNK, self._runs, lists.pen[t], lists.seg[t],
+                    )  # fmt: skip
+
+        if threads == 1:
+            scan(0)
+            out_v, out_i = lists.v[0], lists.i[0]
+        else:
+            for future in [self._executor.submit(scan, t) for t in range(threads)]:
+                future.result()
+            out_v, out_i = lists.merged_v, lists.merged_i
+            merge_topk(lists.v[0], lists.i[0], lists.v[1], lists.i[1], 0, m, out_v, out_i)
+            for t in range(2, threads):  # more than 2 cores: fold the rest in pairwise
+                prev_v, prev_i = out_v[:m].copy(), out_i[:m].copy()
+                merge_topk(prev_v, prev_i, lists.v[t], lists.i[t], 0, m, out_v, out_i)
+        store_rows(rows, m, out_v, out_i, first.slots, pool.gen, cache.c_slot, cache.c_gen, cache.c_val,
                    cache.c_cnt, cache.c_floor, cache.c_gate, cache.row_gen)  # fmt: skip
 
     @staticmethod

@@ -7,7 +7,7 @@ waiting-time minimum *not* applied, as it moves with time) and a ``floor``: ever
 list scores at most ``floor`` (``-inf``: the list holds every allowed partner). A tick then
 
 1. drops entries whose partner left or changed (``Pool.gen``), and marks *fresh* the rows whose user is new or
-   changed, or whose list fell under ``k`` entries with a finite floor;
+   changed, or whose list fell to ``k`` entries or fewer with a finite floor;
 2. scores only the fresh rows against everybody (``m x N`` instead of ``N^2 / 2``): each fresh row gets its exact
    top-``depth``, and each score is offered to the other user's list, where it enters if it beats the list's
    floor and weakest entry (an entry pushed out raises the floor to its score, which keeps the invariant);
@@ -70,8 +70,12 @@ def compact(
                 low = min(low, c_val[s, p])
                 kept += 1
         c_cnt[s] = kept
-        c_gate[s] = max(c_floor[s], low) if kept == depth else c_floor[s]
-        if kept < k and c_floor[s] > -np.inf:
+        if kept == depth:  # a full list's weakest entry bounds every partner outside it (see _offer)
+            c_floor[s] = max(c_floor[s], low)
+        c_gate[s] = c_floor[s]
+        # k entries or fewer and a finite floor: the k-th best would be the floor itself (ambiguous) or missing,
+        # so the row is rescored now and its list rebuilt, rather than recomputed exactly tick after tick
+        if kept <= k and c_floor[s] > -np.inf:
             fresh[m] = g
             is_fresh[g] = True
             m += 1
@@ -105,10 +109,15 @@ def _offer(s: int, v: float, ps: int, pgen: int, c_slot: np.ndarray, c_gen: np.n
         c_gen[s, w] = pgen
         c_val[s, w] = v
     if cnt == depth:
+        # While a list is full, a score at or below its weakest entry is turned away (or never offered), so the
+        # weakest entry is an upper bound of every partner outside it: it becomes the floor. Keeping the floor
+        # lower would break the invariant once entries are dropped (a partner turned away at 9.4 while the floor
+        # said 8.6 — found by the hypothesis test).
         low = c_val[s, 0]
         for p in range(1, depth):
             low = min(low, c_val[s, p])
-        c_gate[s] = max(c_floor[s], low)
+        c_floor[s] = max(c_floor[s], low)
+        c_gate[s] = c_floor[s]
 
 
 @njit(nogil=True, cache=True)
