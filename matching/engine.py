@@ -418,7 +418,7 @@ class Engine:
         lists = self._fresh_lists.fit(n)
         m = compact(
             slots, n, pool.gen, pool.active, cfg.k, cache.c_slot, cache.c_gen, cache.c_val, cache.c_cnt,
-            cache.c_floor, cache.c_gate, cache.row_gen, first.fresh, first.is_fresh,
+            cache.c_floor, cache.row_gen, first.fresh, first.is_fresh,
         )  # fmt: skip
         self.last_rebuilt = m > cfg.max_fresh * n
         if self.last_rebuilt:  # much changed: every list from one parallel upper-triangle scan
@@ -426,7 +426,7 @@ class Engine:
             first.fresh[:n] = np.arange(n)
             m = n
             store_rows(first.fresh, n, deep_v, deep_i, slots, pool.gen, cache.c_slot, cache.c_gen, cache.c_val,
-                       cache.c_cnt, cache.c_floor, cache.c_gate, cache.row_gen)  # fmt: skip
+                       cache.c_cnt, cache.c_floor, cache.row_gen)  # fmt: skip
         elif m:
             self._score_fresh(pool, cache, first, n, m, lists, forbid_flag, forbid_keys)
         self.last_fresh = m
@@ -452,7 +452,7 @@ class Engine:
         rows, merged deterministically at the end (score desc, index asc)."""
         rows = first.fresh[:m]
         left = first.left[rows]
-        column_gates(first.slots, n, first.is_fresh, cache.c_gate, lists.gate)
+        column_gates(first.slots, n, first.is_fresh, cache.c_floor, lists.gate)
         b = self.config.block
         blocks = (n + b - 1) // b
         threads = max(1, min(lists.threads, blocks))
@@ -470,7 +470,7 @@ class Engine:
                         scores, rows, r, c, first.bias, first.attr, first.want, first.filtered, first.slots,
                         forbid_flag, forbid_keys, KEY_BASE, pool.gen, lists.gate, lists.v[t], lists.i[t],
                         lists.thr[t], lists.worst[t], cache.c_slot, cache.c_gen, cache.c_val, cache.c_cnt,
-                        cache.c_floor, cache.c_gate, CHUNK, self._runs, lists.pen[t], lists.seg[t],
+                        cache.c_floor, CHUNK, self._runs, lists.pen[t], lists.seg[t],
                     )  # fmt: skip
 
         if threads == 1:
@@ -485,7 +485,7 @@ class Engine:
                 prev_v, prev_i = out_v[:m].copy(), out_i[:m].copy()
                 merge_topk(prev_v, prev_i, lists.v[t], lists.i[t], 0, m, out_v, out_i)
         store_rows(rows, m, out_v, out_i, first.slots, pool.gen, cache.c_slot, cache.c_gen, cache.c_val,
-                   cache.c_cnt, cache.c_floor, cache.c_gate, cache.row_gen)  # fmt: skip
+                   cache.c_cnt, cache.c_floor, cache.row_gen)  # fmt: skip
 
     @staticmethod
     def _take(src: _Buffers, dst: _Buffers, m: int) -> None:

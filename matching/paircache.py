@@ -10,7 +10,7 @@ list scores at most ``floor`` (``-inf``: the list holds every allowed partner). 
    changed, or whose list fell to ``k`` entries or fewer with a finite floor;
 2. scores only the fresh rows against everybody (``m x N`` instead of ``N^2 / 2``): each fresh row gets its exact
    top-``depth``, and each score is offered to the other user's list, where it enters if it beats the list's
-   floor and weakest entry (an entry pushed out raises the floor to its score, which keeps the invariant);
+   floor (a full list's floor is its weakest entry: whatever it turns away or pushes out stays under it);
 3. reads every user's top-``k`` *qualifying* candidates (waiting-time minimum applied now) from the lists. A list
    answers exactly when it yields ``k`` candidates above its floor, or when no partner outside it can qualify
    (floor ``-inf``, or below both minimums that could apply); the rest are recomputed exactly by the caller.
@@ -44,7 +44,6 @@ def compact(
     c_val: np.ndarray,
     c_cnt: np.ndarray,
     c_floor: np.ndarray,
-    c_gate: np.ndarray,
     row_gen: np.ndarray,
     fresh: np.ndarray,
     is_fresh: np.ndarray,
@@ -72,7 +71,6 @@ def compact(
         c_cnt[s] = kept
         if kept == depth:  # a full list's weakest entry bounds every partner outside it (see _offer)
             c_floor[s] = max(c_floor[s], low)
-        c_gate[s] = c_floor[s]
         # k entries or fewer and a finite floor: the k-th best would be the floor itself (ambiguous) or missing,
         # so the row is rescored now and its list rebuilt, rather than recomputed exactly tick after tick
         if kept <= k and c_floor[s] > -np.inf:
@@ -86,8 +84,8 @@ def compact(
 
 @njit(nogil=True, cache=True)
 def _offer(s: int, v: float, ps: int, pgen: int, c_slot: np.ndarray, c_gen: np.ndarray, c_val: np.ndarray,
-           c_cnt: np.ndarray, c_floor: np.ndarray, c_gate: np.ndarray) -> None:  # fmt: skip
-    """Put partner ``ps`` with score ``v`` into slot ``s``'s list (caller checked ``v > c_gate[s]``)."""
+           c_cnt: np.ndarray, c_floor: np.ndarray) -> None:  # fmt: skip
+    """Put partner ``ps`` with score ``v`` into slot ``s``'s list (caller checked ``v > c_floor[s]``)."""
     depth = c_slot.shape[1]
     cnt = c_cnt[s]
     for p in range(cnt):
@@ -104,8 +102,7 @@ def _offer(s: int, v: float, ps: int, pgen: int, c_slot: np.ndarray, c_gen: np.n
         for p in range(1, depth):
             if c_val[s, p] < c_val[s, w]:
                 w = p
-        c_floor[s] = max(c_floor[s], c_val[s, w])  # the partner pushed out is now outside the list
-        c_slot[s, w] = ps
+        c_slot[s, w] = ps  # the partner pushed out scored the floor (a full list's floor is its weakest entry)
         c_gen[s, w] = pgen
         c_val[s, w] = v
     if cnt == depth:
@@ -117,15 +114,14 @@ def _offer(s: int, v: float, ps: int, pgen: int, c_slot: np.ndarray, c_gen: np.n
         for p in range(1, depth):
             low = min(low, c_val[s, p])
         c_floor[s] = max(c_floor[s], low)
-        c_gate[s] = c_floor[s]
 
 
 @njit(nogil=True, cache=True)
-def column_gates(slots: np.ndarray, n: int, is_fresh: np.ndarray, c_gate: np.ndarray, out: np.ndarray) -> None:
+def column_gates(slots: np.ndarray, n: int, is_fresh: np.ndarray, c_floor: np.ndarray, out: np.ndarray) -> None:
     """Per position, the score an offer must beat to enter that user's list (+inf for fresh users: their own
     scan covers every partner)."""
     for g in range(n):
-        out[g] = np.inf if is_fresh[g] else c_gate[slots[g]]
+        out[g] = np.inf if is_fresh[g] else c_floor[slots[g]]
 
 
 @njit(nogil=True, cache=True, fastmath=True)
@@ -153,7 +149,6 @@ def fresh_scan(
     c_val: np.ndarray,
     c_cnt: np.ndarray,
     c_floor: np.ndarray,
-    c_gate: np.ndarray,
     chunk: int,
     runs: np.ndarray,
     pen: np.ndarray,
@@ -164,7 +159,7 @@ def fresh_scan(
 
     Screening first: a chunk of columns is looked at one score at a time only if some score in it beats the
     row's threshold or its column's gate (a branch-free max over the chunk, which vectorises); most chunks do
-    not, since a fresh row's threshold is soon its 16th best of thousands and a settled list's gate is its own.
+    not, since a fresh row's threshold is soon its 16th best of thousands and a full list's gate is its weakest entry.
     A row with filters first marks the runs of identical attributes (``runs``: start positions, then ``n``) it
     rejects as ``+inf`` in ``pen``, so they never pass screening (otherwise a picky user's low threshold makes it
     visit every score of the people it does not want: measured 2/3 of all visits)."""
@@ -240,8 +235,8 @@ def fresh_scan(
                 if to_col:
                     sh = slots[h]
                     s_g = slots[g]
-                    _offer(sh, v, s_g, gen[s_g], c_slot, c_gen, c_val, c_cnt, c_floor, c_gate)
-                    gate_c[jj] = c_gate[sh]
+                    _offer(sh, v, s_g, gen[s_g], c_slot, c_gen, c_val, c_cnt, c_floor)
+                    gate_c[jj] = c_floor[sh]
 
 
 @njit(nogil=True, cache=True)
@@ -257,7 +252,6 @@ def store_rows(
     c_val: np.ndarray,
     c_cnt: np.ndarray,
     c_floor: np.ndarray,
-    c_gate: np.ndarray,
     row_gen: np.ndarray,
 ) -> None:
     """Make the exact top-``depth`` lists ``fv``/``fi`` (row ``f`` belongs to position ``rows[f]``, partners are
@@ -279,7 +273,6 @@ def store_rows(
             cnt += 1
         c_cnt[s] = cnt
         c_floor[s] = low if cnt == depth else -np.inf  # a full exact list: nobody outside beats its weakest
-        c_gate[s] = c_floor[s]
         row_gen[s] = gen[s]
 
 
@@ -349,7 +342,6 @@ class PairCache:
         self.c_val = np.zeros((0, depth), np.float32)
         self.c_cnt = np.zeros(0, np.int64)
         self.c_floor = np.zeros(0, np.float32)
-        self.c_gate = np.zeros(0, np.float32)
         self.row_gen = np.zeros(0, np.int64)
         self.pos_of_slot = np.zeros(0, np.int64)
         self.seen = np.zeros(0, np.int64)  # Pool.gen of each slot at the previous tick (turnover estimate)
@@ -371,7 +363,6 @@ class PairCache:
         self.c_val = widen(self.c_val, -np.inf)
         self.c_cnt = widen(self.c_cnt, 0)
         self.c_floor = widen(self.c_floor, -np.inf)
-        self.c_gate = widen(self.c_gate, -np.inf)
         self.row_gen = widen(self.row_gen, -1)
         self.pos_of_slot = widen(self.pos_of_slot, -1)
         self.seen = widen(self.seen, -1)

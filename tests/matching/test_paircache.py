@@ -107,13 +107,13 @@ def test_a_partner_turned_away_by_a_full_list_stays_under_its_floor() -> None:
     fills up by offers must raise its floor to its weakest entry, or a partner it turns away (screened out as not
     beating the weakest entry) could later outrank entries that come in after others left."""
     cache = PairCache(depth=4, capacity=8)
-    arrays = (cache.c_slot, cache.c_gen, cache.c_val, cache.c_cnt, cache.c_floor, cache.c_gate)
+    arrays = (cache.c_slot, cache.c_gen, cache.c_val, cache.c_cnt, cache.c_floor)
     scores = {1: 10.0, 2: 9.8, 3: 9.6, 4: 9.5, 5: 9.4}
     for partner in (1, 2, 3, 4):  # slot 0 starts empty (floor -inf: it knows every partner) and fills up
-        if scores[partner] > cache.c_gate[0]:
+        if scores[partner] > cache.c_floor[0]:
             _offer(0, scores[partner], partner, 0, *arrays)
     assert cache.c_cnt[0] == 4
-    assert not scores[5] > cache.c_gate[0]  # partner 5 arrives and is turned away by the gate
+    assert not scores[5] > cache.c_floor[0]  # partner 5 arrives and is turned away
     listed = set(cache.c_slot[0, : cache.c_cnt[0]].tolist())
     outside = [scores[p] for p in scores if p not in listed]
     assert max(outside) <= cache.c_floor[0]
