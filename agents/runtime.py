@@ -19,7 +19,6 @@ import numpy as np
 from learning.features import RAW_DIM, featurize, update_raw
 from learning.scorer import Scorer, heuristic_scorer
 from matching.engine import Engine, EngineConfig, gc_paused
-from matching.model import BilinearModel
 from matching.pool import Pool, PoolError
 from outcomes import EndOutcome, LabelJoin
 from schemas import (
@@ -73,11 +72,6 @@ class WorkerRuntime:
         cfg = self.engine.config
         self.policy = f"{cfg.matcher}-top{cfg.k}"
         self.counters: dict[str, int] = {}
-
-    @property
-    def model(self) -> BilinearModel:
-        """The engine's half of the current scorer."""
-        return self.scorer.bilinear
 
     @property
     def model_version(self) -> str:

@@ -12,7 +12,7 @@ Why one engine for all: a comparison of policies is then a comparison of what th
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import numpy.typing as npt
@@ -37,11 +37,6 @@ class Policy:
     bias: str = "none"  # "random": fresh random user values each tick; "wait": the user's waiting seconds
     explore: float = 0.0
     trainer: Trainer | None = None
-    versions: list[tuple[float, str]] = field(default_factory=list)
-
-    @property
-    def learns(self) -> bool:
-        return self.trainer is not None
 
 
 def make_policy(

@@ -141,7 +141,6 @@ class MarketSim:
         self.chat_end = np.full(n, np.inf)
         self.return_at = np.full(n, np.inf)
         self.last_chat = np.zeros(n)
-        self.slot_user = np.full(1024, -1, np.int64)
         self.attrs = [self.pop.attrs(i) for i in range(n)]
         self.wants = [{"gender": w} if w else {} for w in self.pop.want_gender]
         self.uid = [f"u{i}" for i in range(n)]
