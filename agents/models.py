@@ -32,7 +32,7 @@ def apply_update(runtime: WorkerRuntime, value: bytes | None) -> str | None:
         scorer = from_update(record).scorer(runtime.settings.embed_dim)
         runtime.set_model(scorer)
     except (DecodeError, ModelError, ValueError) as exc:
-        runtime.counters["models.rejected"] = runtime.counters.get("models.rejected", 0) + 1
+        runtime._count("models.rejected")
         log.warning("model update rejected", extra={"error": str(exc)})
         return None
     return scorer.version

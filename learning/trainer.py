@@ -16,6 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
+from learning.censored import nll
 from learning.features import RAW_DIM
 from learning.metrics import auroc, mse
 from learning.model import Adam, DurationModel, loss_and_grad, pair_mu
@@ -152,11 +153,7 @@ class Trainer:
         mu = model.mu(h.raw_a[: h.n], h.raw_b[: h.n])
         y, cens = h.y[: h.n], h.censored[: h.n]
         score, long_ = known_long(mu, y, cens, self.config.long_chat_s)
-        nll_loss = (
-            loss_and_grad(model.weights, model.log_sigma, h.raw_a[: h.n], h.raw_b[: h.n], y, cens, 0.0)[0]
-            if h.n
-            else float("nan")
-        )
+        nll_loss = float(nll(y, cens, mu, model.log_sigma).mean()) if h.n else float("nan")
         return Evaluation(
             version=model.version,
             labels_seen=model.labels_seen,
