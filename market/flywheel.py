@@ -84,11 +84,12 @@ def evaluate_learned(result: RunResult, sim: MarketSim, pop: Population) -> dict
     s_model, long_model = known_long(mu, y, cens, threshold)
     s_truth, long_truth = known_long(truth, y, cens, threshold)
     observed = ~cens
+    heuristic = heuristic_scorer(sim.config.embed_dim)  # the heuristic policy's own scorer, built once
     ope = evaluate_off_policy(
         result,
         {
             "learned": lambda i, j: model.mu(sim.raw[i], sim.raw[j]),
-            "heuristic": lambda i, j: heuristic_scorer(8).score_raw(sim.raw[i], sim.raw[j]).astype(np.float64),
+            "heuristic": lambda i, j: heuristic.score_raw(sim.raw[i], sim.raw[j]).astype(np.float64),
             "oracle": pop.expected_log_duration,
         },
         pop.expected_log_duration,
