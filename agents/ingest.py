@@ -10,9 +10,9 @@ import faust
 from faust.types import AgentT, StreamT
 from faust.types.tables import WindowWrapperT
 
-from agents.runtime import WorkerRuntime
-from schemas import Join, Leave
-from stream.topics import Topics
+from tickmatch.agents.runtime import WorkerRuntime
+from tickmatch.schemas import Join, Leave
+from tickmatch.stream.topics import Topics
 
 
 def register(app: faust.App, runtime: WorkerRuntime, topics: Topics) -> tuple[AgentT[Any], dict[str, WindowWrapperT]]:

@@ -12,19 +12,18 @@ import socket
 import time
 import uuid
 from collections.abc import Callable
-from typing import Protocol
 
 import numpy as np
 
-from learning.features import RAW_DIM, featurize, update_raw
-from learning.scorer import Scorer, heuristic_scorer
-from matching.engine import Engine, EngineConfig, gc_paused
-from matching.pool import Pool, PoolError
-from outcomes import EndOutcome, LabelJoin
-from schemas import (
+from tickmatch.agents.sink import Sink
+from tickmatch.learning.features import RAW_DIM, featurize, update_raw
+from tickmatch.learning.scorer import Scorer, heuristic_scorer
+from tickmatch.matching.engine import Engine, EngineConfig, gc_paused
+from tickmatch.matching.pool import Pool, PoolError
+from tickmatch.outcomes import EndOutcome, LabelJoin
+from tickmatch.schemas import (
     ChatEnd,
     DecodeError,
-    DurationLabel,
     Join,
     Leave,
     MatchDecision,
@@ -33,24 +32,10 @@ from schemas import (
     decode_event,
     encode,
 )
-from schemas.records import InputEvent
-from stream.settings import Settings
+from tickmatch.schemas.records import InputEvent
+from tickmatch.stream.settings import Settings
 
 log = logging.getLogger(__name__)
-
-
-class Sink(Protocol):
-    """Where the runtime's outputs go (Kafka topics in the worker, lists in tests)."""
-
-    async def decision(self, decision: MatchDecision) -> None: ...
-
-    async def label(self, label: DurationLabel) -> None: ...
-
-    async def dead_letter(
-        self, key: bytes | None, value: bytes | None, reason: str, detail: str, origin: str
-    ) -> None: ...
-
-    async def tick_stats(self, stats: TickStats) -> None: ...
 
 
 class WorkerRuntime:
@@ -96,14 +81,15 @@ class WorkerRuntime:
                 pool.emb[slots] = scorer.embed(pool.raw[slots])
         self.scorer = scorer
         self.last_swap_ms = (time.perf_counter() - started) * 1000.0
-        self._count("model_swaps")
+        self.count("model_swaps")
         log.info("model swapped", extra={"version": scorer.version, "swap_ms": round(self.last_swap_ms, 3)})
 
     def close(self) -> None:
         """Stop the matching engine's threads."""
         self.engine.close()
 
-    def _count(self, name: str, n: int = 1) -> None:
+    def count(self, name: str, n: int = 1) -> None:
+        """Add ``n`` to the named counter (read by tests and, later, metrics)."""
         self.counters[name] = self.counters.get(name, 0) + n
 
     def pool(self, shard: str) -> Pool:
@@ -124,13 +110,13 @@ class WorkerRuntime:
             if key is not None and key != event.shard.encode():
                 raise DecodeError("key-mismatch", f"message key {key!r} differs from shard {event.shard!r}")
         except DecodeError as exc:
-            self._count(f"dlq.{exc.reason}")
+            self.count(f"dlq.{exc.reason}")
             await self.sink.dead_letter(key, value, exc.reason, str(exc), origin)
             return None
         try:
             await self.apply(event, partition)
         except PoolError as exc:
-            self._count("dlq.rejected")
+            self.count("dlq.rejected")
             await self.sink.dead_letter(key, value, "rejected", str(exc), origin)
             return None
         return event
@@ -151,10 +137,10 @@ class WorkerRuntime:
                 blocked=event.blocked,
                 raw=raw,
             )
-            self._count("joins")
+            self.count("joins")
         elif isinstance(event, Leave):
             self.pool(event.shard).remove(event.user_id)
-            self._count("leaves")
+            self.count("leaves")
         elif isinstance(event, ProfileUpdate):
             pool = self.pool(event.shard)
             slot = pool.slot_of(event.user_id)
@@ -162,13 +148,13 @@ class WorkerRuntime:
                 attrs = _profile(event)
                 raw = update_raw(pool.raw[slot].copy(), attrs, event.signals or None)
                 pool.update_features(event.user_id, self.scorer.embed(raw[None, :])[0], attrs, raw=raw)
-            self._count("profile_updates")
+            self.count("profile_updates")
         else:
             await self._on_chat_end(event)
 
     async def _on_chat_end(self, end: ChatEnd) -> None:
         outcome, label = self.labels.add_end(end, self.clock())
-        self._count(f"chat_end.{outcome.value}")
+        self.count(f"chat_end.{outcome.value}")
         if label is not None:
             await self.sink.label(label)
         if outcome is EndOutcome.WRONG_USER:
@@ -191,7 +177,7 @@ class WorkerRuntime:
         for shard, pool in self.pools.items():
             expired = pool.expire(now, self.settings.wait_ttl_s)
             if expired:
-                self._count("expired", len(expired))
+                self.count("expired", len(expired))
             pool.forbidden.prune(now, pool.slot_map)
             waiting += len(pool)
             with gc_paused():
@@ -241,7 +227,7 @@ class WorkerRuntime:
             elapsed_ms=elapsed_ms,
         )
         await self.sink.tick_stats(stats)
-        self._count("decisions", len(decisions))
+        self.count("decisions", len(decisions))
         return stats
 
     async def sweep_labels(self, now: float) -> None:
@@ -250,7 +236,7 @@ class WorkerRuntime:
         for label in labels:
             await self.sink.label(label)
         for end in dead:
-            self._count("dlq.unknown-match")
+            self.count("dlq.unknown-match")
             await self.sink.dead_letter(
                 end.shard.encode(),
                 encode(end),

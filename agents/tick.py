@@ -9,7 +9,7 @@ import logging
 
 import faust
 
-from agents.runtime import WorkerRuntime
+from tickmatch.agents.runtime import WorkerRuntime
 
 log = logging.getLogger(__name__)
 

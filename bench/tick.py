@@ -40,12 +40,12 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from matching.engine import Engine, EngineConfig, gc_paused, warm_up
-from matching.exact import allowed_matrix, exact_pairs, total
-from matching.model import BilinearModel
-from matching.policy import WaitCurve
-from matching.pool import Pool
-from matching.tuning import blas_info, freeze_heap, set_blas_threads
+from tickmatch.matching.bilinear import BilinearModel
+from tickmatch.matching.engine import Engine, EngineConfig, gc_paused, warm_up
+from tickmatch.matching.exact import allowed_matrix, exact_pairs, total
+from tickmatch.matching.pool import Pool
+from tickmatch.matching.tuning import blas_info, freeze_heap, set_blas_threads
+from tickmatch.matching.waiting import WaitCurve
 
 COUNTRIES = [f"c{i:02d}" for i in range(20)]
 GENDERS = ["f", "m"]

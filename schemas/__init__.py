@@ -1,8 +1,8 @@
 """Versioned wire records, the msgpack codec and JSON Schema export."""
 
-from schemas.codec import DecodeError, decode_event, decode_record, encode, register_codec
-from schemas.fields import SchemaError
-from schemas.records import (
+from tickmatch.schemas.codec import DecodeError, decode_event, decode_record, encode, register_codec
+from tickmatch.schemas.fields import SchemaError
+from tickmatch.schemas.records import (
     ALL_RECORDS,
     ChatEnd,
     DurationLabel,

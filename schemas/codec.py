@@ -12,8 +12,8 @@ import msgpack
 import orjson
 from faust.serializers import codecs
 
-from schemas.fields import SchemaError
-from schemas.records import ALL_RECORDS, INPUT_EVENTS, InputEvent, Record
+from tickmatch.schemas.fields import SchemaError
+from tickmatch.schemas.records import ALL_RECORDS, INPUT_EVENTS, InputEvent, Record
 
 CODEC_NAME = "tickmatch"
 MAX_EVENT_BYTES = 64 * 1024

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import orjson
 
-from schemas.records import ALL_RECORDS, SCHEMA_VERSION
+from tickmatch.schemas.records import ALL_RECORDS, SCHEMA_VERSION
 
 
 def export_json_schemas(out_dir: Path) -> list[Path]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, ClassVar, TypeVar
 
-from schemas.fields import Field, SchemaError
+from tickmatch.schemas.fields import Field, SchemaError
 
 SCHEMA_VERSION = 1
 SUPPORTED_VERSIONS = frozenset({1})

@@ -12,9 +12,13 @@ import contextlib
 import logging
 import socket
 import subprocess
+import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import TracebackType
+
+from tickmatch.stream.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -125,3 +129,15 @@ def stop_process(proc: subprocess.Popen[bytes], grace_s: float) -> None:
     except subprocess.TimeoutExpired:
         proc.kill()
         proc.wait(timeout=5)
+
+
+@contextlib.contextmanager
+def broker_for(settings: Settings) -> Iterator[Settings]:
+    """Yield settings with a broker URL: the configured one, or a freshly started embedded broker (stopped on
+    exit). The embedded broker's address is printed to stderr, so a user sees where it runs."""
+    if settings.broker_url:
+        yield settings
+        return
+    with EmbeddedBroker(Path(settings.data_dir)) as broker:
+        print(f"embedded Tansu broker on {broker.bootstrap} (log: {broker.log_path})", file=sys.stderr)
+        yield settings.with_overrides(broker_url=broker.url)

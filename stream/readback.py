@@ -12,12 +12,13 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import TopicPartition
 
-from schemas import DecodeError, DurationLabel, Join, MatchDecision, ModelUpdate, TickStats, decode_record
-from schemas.codec import MAX_EVENT_BYTES, MAX_MODEL_BYTES
-from stream import topics as names
-from stream.settings import Settings
+from tickmatch.schemas import DecodeError, DurationLabel, Join, MatchDecision, ModelUpdate, TickStats, decode_record
+from tickmatch.schemas.codec import MAX_EVENT_BYTES, MAX_MODEL_BYTES
+from tickmatch.stream import topics as names
+from tickmatch.stream.readers import EarliestReader, read_from_earliest
+from tickmatch.stream.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -61,7 +62,7 @@ class Readback:
         self.seen = Seen()
         self._on_decision = on_decision
         self._bootstrap = bootstrap
-        self._consumer: AIOKafkaConsumer | None = None
+        self._stack = contextlib.AsyncExitStack()
         self._task: asyncio.Task[None] | None = None
         self._changed = asyncio.Condition()
         self._topic_kind = {settings.topic(n): n for n in (*names.ALL, names.MODELS)}
@@ -72,19 +73,15 @@ class Readback:
         for topic in names.ALL:
             for p in range(self.settings.partitions):
                 parts.append(TopicPartition(self.settings.topic(topic), p))
-        self._consumer = await names.read_from_start(self._bootstrap, f"{self.settings.app_id}-readback", parts)
-        self._task = asyncio.create_task(self._run(), name="readback")
+        reader = await self._stack.enter_async_context(
+            read_from_earliest(self._bootstrap, f"{self.settings.app_id}-readback", parts)
+        )
+        self._task = asyncio.create_task(self._run(reader), name="readback")
 
-    async def _run(self) -> None:
-        assert self._consumer is not None
-        while True:
-            batches = await self._consumer.getmany(timeout_ms=200, max_records=5000)
-            if not batches:
-                continue
-            for tp, records in batches.items():
-                kind = self._topic_kind[tp.topic]
-                for rec in records:
-                    self._take(kind, rec.key, rec.value, rec.headers)
+    async def _run(self, reader: EarliestReader) -> None:
+        async for records in reader.batches():
+            for rec in records:
+                self._take(self._topic_kind[rec.topic], rec.key, rec.value, rec.headers)
             async with self._changed:
                 self._changed.notify_all()
 
@@ -134,6 +131,11 @@ class Readback:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await self._task
-        if self._consumer is not None:
-            with contextlib.suppress(Exception):
-                await self._consumer.stop()
+        await self._stack.aclose()
+
+    async def __aenter__(self) -> Readback:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()

@@ -13,7 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any
 
-from matching.policy import WaitCurve
+from tickmatch.matching.waiting import WaitCurve
 
 
 class SettingsError(ValueError):

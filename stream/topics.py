@@ -10,12 +10,10 @@ import contextlib
 from dataclasses import dataclass
 
 import faust
-from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from faust.types import TopicT
 
-from schemas.codec import MAX_MODEL_BYTES
-from stream.settings import Settings
+from tickmatch.stream.settings import Settings
 
 EVENTS = "events"
 DECISIONS = "decisions"
@@ -79,24 +77,3 @@ async def ensure_topics(bootstrap: str, settings: Settings) -> list[str]:
     finally:
         with contextlib.suppress(Exception):
             await admin.close()
-
-
-async def read_from_start(bootstrap: str, client_id: str, parts: list[TopicPartition]) -> AIOKafkaConsumer:
-    """A started consumer outside any consumer group, assigned ``parts`` and positioned at their earliest offsets.
-
-    Why outside a group: read-backs, the trainer and the model follower must each see *every* partition they
-    name, not a group's share of them. Why from the start: Tansu's latest offsets are unreliable after a restart,
-    and every one of these readers wants the whole history anyway (a training set, the newest model version)."""
-    consumer = AIOKafkaConsumer(
-        bootstrap_servers=bootstrap,
-        group_id=None,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        client_id=client_id,
-        max_partition_fetch_bytes=MAX_MODEL_BYTES,  # a model update is bigger than any event
-        fetch_max_bytes=2 * MAX_MODEL_BYTES,
-    )
-    await consumer.start()
-    consumer.assign(parts)
-    await consumer.seek_to_beginning(*parts)
-    return consumer

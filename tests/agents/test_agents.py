@@ -1,5 +1,5 @@
-"""Agents driven through Faust's ``agent.test_context()`` (in-memory transport, no broker), with the
-runtime's sink swapped for a recorder and its clock injected."""
+"""Agents driven through Faust's ``agent.test_context()`` (in-memory transport, no broker), built by the app
+factory around a recording sink and a manual clock (``tickmatch.testing``)."""
 
 from __future__ import annotations
 
@@ -7,46 +7,17 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from agents.runtime import WorkerRuntime
-from learning.scorer import Scorer, heuristic_scorer
-from matching.model import BilinearModel
-from schemas import ChatEnd, DurationLabel, Join, Leave, MatchDecision, TickStats, encode
-from stream.app import Built, create_app
-from stream.settings import Settings
-
-
-class Recorder:
-    """A Sink that keeps everything in lists."""
-
-    def __init__(self) -> None:
-        self.decisions: list[MatchDecision] = []
-        self.labels: list[DurationLabel] = []
-        self.dead: list[tuple[bytes | None, bytes | None, str, str]] = []
-        self.ticks: list[TickStats] = []
-
-    async def decision(self, decision: MatchDecision) -> None:
-        self.decisions.append(decision)
-
-    async def label(self, label: DurationLabel) -> None:
-        self.labels.append(label)
-
-    async def dead_letter(self, key: bytes | None, value: bytes | None, reason: str, detail: str, origin: str) -> None:
-        self.dead.append((key, value, reason, detail))
-
-    async def tick_stats(self, stats: TickStats) -> None:
-        self.ticks.append(stats)
-
-
-class Clock:
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
+from tickmatch.agents.app import Built, create_app
+from tickmatch.agents.runtime import WorkerRuntime
+from tickmatch.learning.scorer import Scorer, heuristic_scorer
+from tickmatch.matching.bilinear import BilinearModel
+from tickmatch.schemas import ChatEnd, Join, Leave, encode
+from tickmatch.stream.settings import Settings
+from tickmatch.testing import ManualClock, RecordingSink
 
 
 @pytest.fixture()
-async def built() -> AsyncIterator[tuple[Built, Recorder, Clock]]:
+async def built() -> AsyncIterator[tuple[Built, RecordingSink, ManualClock]]:
     # test_context() uses an in-memory channel: this address is never connected to.
     settings = Settings(
         broker_url="kafka://127.0.0.1:9",
@@ -55,12 +26,10 @@ async def built() -> AsyncIterator[tuple[Built, Recorder, Clock]]:
         censor_after_s=30.0,
         orphan_grace_s=5.0,
     )
-    made = create_app(settings)
+    recorder, clock = RecordingSink(), ManualClock()
+    made = create_app(settings, sink=recorder, clock=clock)
     made.app.finalize()
     made.app.flow_control.resume()
-    recorder, clock = Recorder(), Clock()
-    made.runtime.sink = recorder
-    made.runtime.clock = clock
     yield made, recorder, clock
     made.runtime.close()
 
@@ -69,9 +38,9 @@ def key(shard: str) -> bytes:
     return shard.encode()
 
 
-async def test_join_and_leave_update_the_pool(built: tuple[Built, Recorder, Clock]) -> None:
+async def test_join_and_leave_update_the_pool(built: tuple[Built, RecordingSink, ManualClock]) -> None:
     made, recorder, _ = built
-    async with made.agents.ingest.test_context() as agent:
+    async with made.ingest.test_context() as agent:
         await agent.put(key=key("s"), value=encode(Join("a", "s", 1.0, gender="f")))
         await agent.put(key=key("s"), value=encode(Join("b", "s", 1.0)))
         await agent.put(key=key("s"), value=encode(Leave("a", "s", 2.0)))
@@ -81,48 +50,48 @@ async def test_join_and_leave_update_the_pool(built: tuple[Built, Recorder, Cloc
 
 
 async def test_malformed_events_are_dead_lettered_and_the_agent_keeps_going(
-    built: tuple[Built, Recorder, Clock],
+    built: tuple[Built, RecordingSink, ManualClock],
 ) -> None:
     made, recorder, _ = built
-    async with made.agents.ingest.test_context() as agent:
+    async with made.ingest.test_context() as agent:
         await agent.put(key=key("s"), value=b"\x00\x01 not msgpack")
         await agent.put(key=key("other"), value=encode(Join("a", "s", 1.0)))
         await agent.put(key=key("s"), value=encode(Join("b", "s", 1.0)))
-    reasons = [(value, reason) for _, value, reason, _ in recorder.dead]
+    reasons = [(d.value, d.reason) for d in recorder.dead]
     assert reasons[0] == (b"\x00\x01 not msgpack", "not-msgpack")
     assert reasons[1][1] == "key-mismatch"
     assert "b" in made.runtime.pools["s"] and "a" not in made.runtime.pools["s"]
 
 
 async def test_tick_matches_emits_decisions_and_labels_follow_chat_ends(
-    built: tuple[Built, Recorder, Clock],
+    built: tuple[Built, RecordingSink, ManualClock],
 ) -> None:
     made, recorder, clock = built
     runtime: WorkerRuntime = made.runtime
-    async with made.agents.ingest.test_context() as agent:
+    async with made.ingest.test_context() as agent:
         for user in "abcd":
             await agent.put(key=key("s"), value=encode(Join(user, "s", 1.0)))
-        clock.now += 3.0
+        clock.advance(3.0)
         stats = await runtime.tick()
         assert stats.pairs == 2 and stats.waiting == 4 and len(runtime.pools["s"]) == 0
         first, second = recorder.decisions
         assert {first.user_a, first.user_b, second.user_a, second.user_b} == set("abcd")
         assert first.wait_a_s == 3.0 and first.model_version == runtime.model_version
-        clock.now += 10.0
+        clock.advance(10.0)
         for user in (first.user_a, first.user_b):
             await agent.put(key=key("s"), value=encode(ChatEnd(first.match_id, user, "s", clock.now, "hangup")))
         await agent.put(key=key("s"), value=encode(ChatEnd("nope", "a", "s", clock.now, "hangup")))
     assert [(lb.match_id, lb.duration_s, lb.censored) for lb in recorder.labels] == [(first.match_id, 10.0, False)]
-    clock.now += 5.0
+    clock.advance(5.0)
     await runtime.tick()
-    assert [reason for *_, reason, _ in recorder.dead] == ["unknown-match"]
-    clock.now += 30.0
+    assert recorder.reasons() == ["unknown-match"]
+    clock.advance(30.0)
     await runtime.tick()
     assert [(lb.match_id, lb.censored) for lb in recorder.labels[1:]] == [(second.match_id, True)]
     assert len(recorder.ticks) == 3
 
 
-async def test_revoked_partitions_drop_their_shards(built: tuple[Built, Recorder, Clock]) -> None:
+async def test_revoked_partitions_drop_their_shards(built: tuple[Built, RecordingSink, ManualClock]) -> None:
     made, _, _ = built
     await made.runtime.apply(Join("a", "s0", 1.0), partition=0)
     await made.runtime.apply(Join("b", "s1", 1.0), partition=1)
@@ -131,7 +100,7 @@ async def test_revoked_partitions_drop_their_shards(built: tuple[Built, Recorder
 
 
 async def test_block_lists_repeat_window_and_model_hot_swap_reach_the_decisions(
-    built: tuple[Built, Recorder, Clock],
+    built: tuple[Built, RecordingSink, ManualClock],
 ) -> None:
     made, recorder, clock = built
     runtime: WorkerRuntime = made.runtime

@@ -9,16 +9,17 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from agents.models import apply_update
-from agents.runtime import WorkerRuntime
-from learning.features import RAW_DIM, SIGNAL_BASE
-from learning.model import DurationModel
-from learning.scorer import Scorer
-from learning.service import TrainerService, from_update, load_version, save_version, to_update
-from learning.trainer import Trainer
-from schemas import DurationLabel, Join, MatchDecision, ProfileUpdate, encode
-from stream.settings import Settings
-from tests.agents.test_agents import Clock, Recorder
+from tickmatch.agents.follower import apply_update
+from tickmatch.agents.runtime import WorkerRuntime
+from tickmatch.agents.trainer import TrainerService
+from tickmatch.learning.duration import DurationModel
+from tickmatch.learning.features import RAW_DIM, SIGNAL_BASE
+from tickmatch.learning.scorer import Scorer
+from tickmatch.learning.trainer import Trainer
+from tickmatch.learning.versions import from_update, load_version, save_version, to_update
+from tickmatch.schemas import DurationLabel, Join, MatchDecision, ProfileUpdate, encode
+from tickmatch.stream.settings import Settings
+from tickmatch.testing import ManualClock, RecordingSink
 
 
 def learned(version: str, seed: int) -> DurationModel:
@@ -31,7 +32,7 @@ def learned(version: str, seed: int) -> DurationModel:
     return DurationModel(w, -0.2, version)
 
 
-def runtime_with(sink: Recorder, clock: Clock) -> WorkerRuntime:
+def runtime_with(sink: RecordingSink, clock: ManualClock) -> WorkerRuntime:
     return WorkerRuntime(Settings(app_id="test-models", censor_after_s=30.0, label_grace_s=1.0), sink, clock)
 
 
@@ -49,7 +50,7 @@ def expected_score(scorer: Scorer, decision: MatchDecision) -> float:
 
 
 async def test_swap_reembeds_waiting_users_from_their_raw_features() -> None:
-    runtime = runtime_with(Recorder(), Clock())
+    runtime = runtime_with(RecordingSink(), ManualClock())
     await join_many(runtime, 40)
     scorer = learned("duration-v1", 1).scorer(runtime.settings.embed_dim)
     runtime.set_model(scorer)
@@ -62,9 +63,9 @@ async def test_swap_reembeds_waiting_users_from_their_raw_features() -> None:
 async def test_a_version_arriving_mid_tick_waits_for_the_next_tick() -> None:
     """The swap lands while the tick is still sending its decisions (the only awaits of a tick): every decision
     of that tick carries the old version *and* was scored with it; the next tick uses the new one."""
-    clock = Clock()
+    clock = ManualClock()
 
-    class SwapDuringSend(Recorder):
+    class SwapDuringSend(RecordingSink):
         async def decision(self, decision: MatchDecision) -> None:
             await super().decision(decision)
             if len(self.decisions) == 1:
@@ -83,7 +84,7 @@ async def test_a_version_arriving_mid_tick_waits_for_the_next_tick() -> None:
     for d in first:
         assert d.score == pytest.approx(expected_score(old, d), rel=1e-4, abs=1e-4)
     await join_many(runtime, 60, seed=1)
-    clock.now += 1.0
+    clock.advance(1.0)
     await runtime.tick()
     second = sink.decisions[len(first) :]
     assert second and {d.model_version for d in second} == {"duration-v2"}
@@ -92,7 +93,7 @@ async def test_a_version_arriving_mid_tick_waits_for_the_next_tick() -> None:
 
 
 async def test_profile_update_changes_only_what_it_names() -> None:
-    runtime = runtime_with(Recorder(), Clock())
+    runtime = runtime_with(RecordingSink(), ManualClock())
     await runtime.apply(Join("u", "s", 1.0, language="en", country="US", signals=(1.0, 2.0)), partition=0)
     pool = runtime.pools["s"]
     slot = pool.slot_of("u")
@@ -108,7 +109,7 @@ async def test_profile_update_changes_only_what_it_names() -> None:
 
 
 async def test_bad_model_updates_are_refused_and_the_current_model_stays() -> None:
-    runtime = runtime_with(Recorder(), Clock())
+    runtime = runtime_with(RecordingSink(), ManualClock())
     good = to_update(learned("duration-v3", 3), Trainer(), 5.0)
     assert apply_update(runtime, encode(good)) == "duration-v3"
     np.testing.assert_array_equal(from_update(good).weights, learned("duration-v3", 3).weights)

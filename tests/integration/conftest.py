@@ -13,12 +13,12 @@ from typing import Any, TypeVar
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from schemas import Record, encode
-from stream.broker import EmbeddedBroker
-from stream.demo import worker_process
-from stream.readback import Readback, Seen
-from stream.settings import Settings
-from stream.topics import ensure_topics
+from tickmatch.demo import worker_process
+from tickmatch.schemas import Record, encode
+from tickmatch.stream.broker import EmbeddedBroker
+from tickmatch.stream.readback import Readback, Seen
+from tickmatch.stream.settings import Settings
+from tickmatch.stream.topics import ensure_topics
 
 T = TypeVar("T")
 READY_TIMEOUT_S = 90.0

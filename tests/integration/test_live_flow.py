@@ -7,9 +7,9 @@ import time
 import msgpack
 import pytest
 
-from outcomes import double_booked
-from schemas import ChatEnd, Join, Leave, MatchDecision, decode_record
 from tests.integration.conftest import Live
+from tickmatch.outcomes import double_booked
+from tickmatch.schemas import ChatEnd, Join, Leave, MatchDecision, decode_record
 
 pytestmark = pytest.mark.integration
 

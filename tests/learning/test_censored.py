@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from learning.censored import log_survival, nll, nll_grad
+from tickmatch.learning.censored import log_survival, nll, nll_grad
 
 HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 

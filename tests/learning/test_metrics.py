@@ -4,7 +4,7 @@ import math
 
 import numpy as np
 
-from learning.metrics import auroc, mse
+from tickmatch.learning.metrics import auroc, mse
 
 
 def test_auroc_extremes_and_ties() -> None:

@@ -3,9 +3,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from learning.features import RAW_DIM, featurize
-from learning.scorer import heuristic_scorer, scorer_from_raw_weights
-from matching.model import ModelError
+from tickmatch.learning.features import RAW_DIM, featurize
+from tickmatch.learning.scorer import heuristic_scorer, scorer_from_raw_weights
+from tickmatch.matching.bilinear import ModelError
 
 
 def test_export_is_exact_when_wide_enough_and_best_low_rank_below() -> None:

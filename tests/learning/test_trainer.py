@@ -8,8 +8,8 @@ import math
 import numpy as np
 import pytest
 
-from learning.features import RAW_DIM, SIGNAL_BASE
-from learning.trainer import Trainer, TrainerConfig
+from tickmatch.learning.features import RAW_DIM, SIGNAL_BASE
+from tickmatch.learning.trainer import Trainer, TrainerConfig
 
 
 def planted_labels(n: int, censor_at_s: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:

@@ -7,8 +7,8 @@ from pathlib import Path
 import orjson
 import pytest
 
-from market.flywheel import mean_ci, t95
-from stream.cli import main
+from tickmatch.cli import main
+from tickmatch.market.flywheel import mean_ci, t95
 
 
 def test_flywheel_cli_reports_every_policy(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

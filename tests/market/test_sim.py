@@ -7,10 +7,10 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-from learning.trainer import TrainerConfig
-from market.ope import evaluate_off_policy
-from market.population import Population
-from market.sim import MarketSim, RunResult, SimConfig
+from tickmatch.learning.trainer import TrainerConfig
+from tickmatch.market.ope import evaluate_off_policy
+from tickmatch.market.population import Population
+from tickmatch.market.sim import MarketSim, RunResult, SimConfig
 
 SMALL = SimConfig(hours=0.15, n_users=4000, arrival_rate_per_s=12.0, trainer=TrainerConfig(retrain_every=300))
 

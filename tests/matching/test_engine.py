@@ -11,14 +11,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from matching.candidates import CandidateSearch, Inputs
-from matching.constraints import KEY_BASE, pair_key
-from matching.engine import Engine, EngineConfig, Matching
-from matching.exact import allowed_matrix, allowed_pairs, exact_pairs, total
-from matching.kernels import ANY_MASK
-from matching.model import BilinearModel, ModelError
-from matching.policy import WaitCurve
-from matching.pool import Pool
+from tickmatch.matching.bilinear import BilinearModel, ModelError
+from tickmatch.matching.candidates import CandidateSearch, Inputs
+from tickmatch.matching.constraints import KEY_BASE, pair_key
+from tickmatch.matching.engine import Engine, EngineConfig, Matching
+from tickmatch.matching.exact import allowed_matrix, allowed_pairs, exact_pairs, total
+from tickmatch.matching.kernels import ANY_MASK
+from tickmatch.matching.pool import Pool
+from tickmatch.matching.waiting import WaitCurve
 
 DIM = 6
 GENDERS = ("f", "m", "x")

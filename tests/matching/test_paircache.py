@@ -7,11 +7,11 @@ import pytest
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
-from matching.engine import Engine, EngineConfig
-from matching.model import BilinearModel
-from matching.paircache import PairCache, _offer
-from matching.policy import WaitCurve
-from matching.pool import Pool
+from tickmatch.matching.bilinear import BilinearModel
+from tickmatch.matching.engine import Engine, EngineConfig
+from tickmatch.matching.paircache import PairCache, _offer
+from tickmatch.matching.pool import Pool
+from tickmatch.matching.waiting import WaitCurve
 
 DIM = 6
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from matching.pool import MAX_VALUES, Pool, PoolError
+from tickmatch.matching.pool import MAX_VALUES, Pool, PoolError
 
 
 def vec(x: float, dim: int = 4) -> np.ndarray:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from outcomes import double_booked
-from schemas import Join, MatchDecision
+from tickmatch.outcomes import double_booked
+from tickmatch.schemas import Join, MatchDecision
 
 
 def d(match_id: str, a: str, b: str, at: float) -> MatchDecision:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from outcomes import EndOutcome, LabelJoin
-from schemas import ChatEnd, MatchDecision
+from tickmatch.outcomes import EndOutcome, LabelJoin
+from tickmatch.schemas import ChatEnd, MatchDecision
 
 
 def decision(match_id: str, at: float = 100.0) -> MatchDecision:

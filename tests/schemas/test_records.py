@@ -9,7 +9,7 @@ import msgpack
 import orjson
 import pytest
 
-from schemas import (
+from tickmatch.schemas import (
     ChatEnd,
     DecodeError,
     DurationLabel,
@@ -24,7 +24,7 @@ from schemas import (
     decode_record,
     encode,
 )
-from schemas.export import export_json_schemas
+from tickmatch.schemas.export import export_json_schemas
 
 SAMPLES: list[Record] = [
     Join("u1", "lang-en", 1.5, country="US", language="en", gender="f", age_band="18-24", want_gender=("m",)),

@@ -10,12 +10,12 @@ from pathlib import Path
 import orjson
 import pytest
 
-from stream.cli import main
+from tickmatch.cli import main
 
 
 def run_cli(*args: str, env: dict[str, str] | None = None, timeout: float = 180) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "stream.cli", *args],
+        [sys.executable, "-m", "tickmatch", *args],
         capture_output=True,
         text=True,
         env={**os.environ, **(env or {})},

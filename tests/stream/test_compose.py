@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 import yaml
 
-from stream.settings import ENV, Settings
-from stream.topics import ALL, MODELS
+from tickmatch.stream.settings import ENV, Settings
+from tickmatch.stream.topics import ALL, MODELS
 
 ROOT = Path(__file__).resolve().parents[2]
 

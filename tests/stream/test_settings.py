@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from stream.settings import ENV, Settings, SettingsError
-from stream.topics import bootstrap_of
+from tickmatch.stream.settings import ENV, Settings, SettingsError
+from tickmatch.stream.topics import bootstrap_of
 
 
 def test_defaults_and_overrides() -> None:

@@ -1,0 +1,99 @@
+"""The Faust app factory: every piece of worker wiring in one place.
+
+``create_app`` builds the app and its topics, the Kafka-free :class:`WorkerRuntime`, and attaches to the app: the
+ingest agent and its windowed tables, the outcome-stats agent, the tick timer, the model follower service and the
+partition-revoke handler. Tests pass a recording sink and a manual clock (``tickmatch.testing``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import faust
+from faust.types import AgentT
+from faust.types.tables import WindowWrapperT
+from mode.utils.types.trees import NodeT
+
+from tickmatch.agents import ingest, stats, tick
+from tickmatch.agents.follower import ModelFollower
+from tickmatch.agents.runtime import WorkerRuntime
+from tickmatch.agents.sink import Sink, TopicSink
+from tickmatch.schemas import register_codec
+from tickmatch.stream.settings import Settings
+from tickmatch.stream.topics import Topics, bootstrap_of, declare
+
+
+@dataclass(frozen=True, slots=True)
+class Built:
+    """Everything the factory made; the worker runs ``app``, tests poke at the rest."""
+
+    app: faust.App
+    topics: Topics
+    runtime: WorkerRuntime
+    ingest: AgentT[Any]
+    outcome_stats: AgentT[Any]
+    tables: dict[str, WindowWrapperT]
+
+
+def faust_config(settings: Settings) -> dict[str, Any]:
+    """Faust settings derived from ours (why each: see the README's configuration and broker sections)."""
+    return {
+        "broker": settings.broker_url,
+        "store": "memory://",
+        "key_serializer": "raw",
+        "value_serializer": "raw",
+        "topic_partitions": settings.partitions,
+        "topic_replication_factor": 1,
+        "broker_session_timeout": settings.session_timeout_s,
+        "broker_heartbeat_interval": max(settings.session_timeout_s / 6, 0.5),
+        "broker_rebalance_timeout": settings.session_timeout_s * 2,
+        "consumer_auto_offset_reset": "earliest",
+        "producer_acks": -1,
+        "web_enabled": settings.web_enabled,
+        "web_port": settings.web_port,
+        "web_host": "127.0.0.1",
+        "datadir": f"{settings.data_dir}/faust-{settings.app_id}",
+        "table_cleanup_interval": 10.0,
+    }
+
+
+def create_app(
+    settings: Settings,
+    sink: Sink | None = None,
+    clock: Callable[[], float] = time.time,
+    **faust_overrides: Any,
+) -> Built:
+    """Build a Faust app for ``settings`` (``broker_url`` must be set: the CLI starts the embedded broker).
+
+    ``sink``: where outputs go (default: the app's Kafka topics). ``clock``: the runtime's wall clock."""
+    if not settings.broker_url:
+        raise ValueError("create_app needs settings.broker_url (the CLI starts the embedded broker first)")
+    register_codec()
+    app = faust.App(settings.app_id, **(faust_config(settings) | faust_overrides))
+    topics = declare(app, settings)
+    runtime = WorkerRuntime(settings, sink if sink is not None else TopicSink(topics), clock)
+
+    ingest_agent, ingest_tables = ingest.register(app, runtime, topics)
+    stats_agent, stats_tables = stats.register(app, settings, topics)
+    tick.register(app, runtime)
+    if settings.follow_models:
+        bootstrap = bootstrap_of(settings.broker_url)
+
+        @app.service
+        class Follower(ModelFollower):
+            """This app's model follower, bound to its runtime and broker."""
+
+            def __init__(self, *, beacon: NodeT[Any] | None = None, loop: asyncio.AbstractEventLoop | None = None):
+                super().__init__(runtime, bootstrap, beacon=beacon, loop=loop)
+
+    events_topic = settings.topic("events")
+
+    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
+    async def on_revoked(sender: Any, revoked: set[Any], **_: Any) -> None:
+        runtime.drop_partitions({tp.partition for tp in revoked if tp.topic == events_topic})
+
+    return Built(app, topics, runtime, ingest_agent, stats_agent, {**ingest_tables, **stats_tables})

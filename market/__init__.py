@@ -1,5 +1,0 @@
-"""Market simulator: synthetic users with hidden ground truth, publishing real events (live) for demos."""
-
-from market.population import Population
-
-__all__ = ["Population"]

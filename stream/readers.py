@@ -1,0 +1,62 @@
+"""Group-less readers: a consumer over named partitions, from their earliest offsets, as an ``async with``.
+
+Why outside a consumer group: the read-back, the trainer and the model follower must each see *every* partition
+they name, not a group's share of them (a group would hand each model version to one worker only). Why from the
+start: Tansu's LATEST offsets are wrong after a broker restart, and every one of these readers wants the whole
+history anyway (a training set, the newest model version, everything a run produced).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+
+from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
+
+from tickmatch.schemas.codec import MAX_MODEL_BYTES
+
+
+@dataclass(slots=True)
+class EarliestReader:
+    """A started consumer assigned to fixed partitions; :meth:`batches` is the only poll loop in the code base."""
+
+    consumer: AIOKafkaConsumer
+
+    async def batches(
+        self, stop: asyncio.Event | None = None, timeout_ms: int = 200, max_records: int = 5000
+    ) -> AsyncIterator[list[ConsumerRecord[bytes, bytes]]]:
+        """Yield the records of each non-empty poll (partition by partition, each in offset order) until ``stop``
+        is set or the caller stops iterating. Empty polls yield nothing, so a caller never spins."""
+        while stop is None or not stop.is_set():
+            polled = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
+            records = [rec for part in polled.values() for rec in part]
+            if records:
+                yield records
+
+
+@contextlib.asynccontextmanager
+async def read_from_earliest(
+    bootstrap: str, client_id: str, parts: Sequence[TopicPartition]
+) -> AsyncIterator[EarliestReader]:
+    """A consumer outside any group, assigned ``parts`` and positioned at their earliest offsets; stopped on exit.
+
+    Fetch sizes allow a model update (a weight matrix, far bigger than any event) in every partition it reads."""
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap,
+        group_id=None,
+        enable_auto_commit=False,
+        auto_offset_reset="earliest",
+        client_id=client_id,
+        max_partition_fetch_bytes=MAX_MODEL_BYTES,
+        fetch_max_bytes=2 * MAX_MODEL_BYTES,
+    )
+    await consumer.start()
+    try:
+        consumer.assign(list(parts))
+        await consumer.seek_to_beginning(*parts)
+        yield EarliestReader(consumer)
+    finally:
+        with contextlib.suppress(Exception):
+            await consumer.stop()

@@ -1,0 +1,211 @@
+"""``tickmatch`` command line: ``demo``, ``simulate``, ``worker``, ``trainer``, ``flywheel`` and ``schemas``.
+
+Errors a user can cause (bad settings, broker not reachable, bad arguments) end with one clear line and exit
+code 2, never a stack trace.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from tickmatch.stream.broker import BrokerError, broker_for
+from tickmatch.stream.settings import Settings, SettingsError
+
+if TYPE_CHECKING:
+    from tickmatch.agents.runtime import WorkerRuntime
+
+log = logging.getLogger("tickmatch")
+
+
+class UsageError(Exception):
+    """A problem the user can fix; printed as one line."""
+
+
+def cmd_worker(settings: Settings, loglevel: str) -> int:
+    """Run the Faust worker until interrupted."""
+    import faust
+    import uvloop
+
+    from tickmatch.agents.app import create_app
+    from tickmatch.stream.topics import bootstrap_of, ensure_topics
+
+    with broker_for(settings) as live:
+        assert live.broker_url is not None
+        asyncio.run(ensure_topics(bootstrap_of(live.broker_url), live))
+        uvloop.install()
+        built = create_app(live)
+        prepare_engine(built.runtime)
+        worker = faust.Worker(built.app, loglevel=loglevel, redirect_stdouts=False)
+        worker.execute_from_commandline()
+    return 0
+
+
+def cmd_trainer(settings: Settings) -> int:
+    """Train from the labels topic and publish model versions until interrupted (SIGINT/SIGTERM)."""
+    import signal
+
+    import uvloop
+
+    from tickmatch.agents.trainer import TrainerService
+    from tickmatch.stream.topics import bootstrap_of, ensure_topics
+
+    async def run(live: Settings) -> None:
+        assert live.broker_url is not None
+        bootstrap = bootstrap_of(live.broker_url)
+        await ensure_topics(bootstrap, live)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await TrainerService(live, bootstrap).run(stop)
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    with broker_for(settings) as live:
+        try:
+            uvloop.run(run(live))
+        except OSError as exc:
+            raise UsageError(f"cannot reach the broker at {live.broker_url}: {exc}") from exc
+    return 0
+
+
+def prepare_engine(runtime: WorkerRuntime) -> None:
+    """Before the worker joins its consumer group: compile the matching kernels (seconds on a fresh machine;
+    inside a tick they would block the event loop past the session timeout), pin BLAS to one thread (the engine
+    runs its own threads), and freeze the warmed-up heap so the garbage collector skips it during ticks."""
+    from tickmatch.matching.engine import warm_up
+    from tickmatch.matching.tuning import blas_info, freeze_heap, set_blas_threads
+
+    started = time.perf_counter()
+    set_blas_threads(1)
+    warm_up(runtime.engine)
+    freeze_heap()
+    log.info(
+        "matching engine ready",
+        extra={"warm_up_s": round(time.perf_counter() - started, 2), "blas": blas_info(), "policy": runtime.policy},
+    )
+
+
+def cmd_schemas(out: Path) -> int:
+    """Export JSON Schemas of every record."""
+    from tickmatch.schemas.export import export_json_schemas
+
+    for path in export_json_schemas(out):
+        print(path)
+    return 0
+
+
+def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
+    """Embedded broker + worker + simulator, live progress, then a JSON summary."""
+    from tickmatch.demo import DemoOptions, run_demo
+
+    options = DemoOptions(
+        seconds=args.seconds, rate=args.rate, json=args.json, seed=args.seed, spawn_worker=args.command == "demo"
+    )
+    if not options.spawn_worker and not settings.broker_url:
+        raise UsageError("simulate drives workers that run elsewhere: set BROKER_URL (e.g. kafka://kafka:9092)")
+    return run_demo(settings, options)
+
+
+def cmd_flywheel(args: argparse.Namespace) -> int:
+    """Simulated market runs of every policy over several seeds; JSON summary and PNGs."""
+    import orjson
+
+    from tickmatch.market.flywheel import print_progress, run_flywheel, write_plots
+    from tickmatch.market.policies import POLICIES
+
+    unknown = sorted(set(args.policies) - set(POLICIES))
+    if unknown:
+        raise UsageError(f"unknown policy {unknown[0]!r}; choose from {', '.join(POLICIES)}")
+    seeds = list(range(args.seed, args.seed + args.seeds))
+    print(f"flywheel: {len(args.policies)} policies x {len(seeds)} seeds x {args.hours} h", file=sys.stderr)
+    summary, runs = run_flywheel(args.hours, seeds, args.policies, progress=print_progress)
+    try:
+        summary["plots"] = [str(p) for p in write_plots(summary, runs, args.out)]
+    except ImportError:
+        print("flywheel: matplotlib is not installed; no PNGs (pip install matplotlib)", file=sys.stderr)
+    text = orjson.dumps(summary, option=orjson.OPT_SERIALIZE_NUMPY).decode()
+    args.out.mkdir(parents=True, exist_ok=True)
+    (args.out / "flywheel.json").write_text(text + "\n")
+    if args.json:
+        print(text)
+    else:
+        for key, value in summary.items():
+            print(f"{key:<24} {value}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="tickmatch", description="Real-time 1:1 matchmaking on Kafka.")
+    sub = parser.add_subparsers(dest="command", required=True)
+    demo = sub.add_parser("demo", help="run a live demo on the embedded broker (or BROKER_URL)")
+    simulate = sub.add_parser("simulate", help="drive the market against running workers (needs BROKER_URL)")
+    for p in (demo, simulate):
+        p.add_argument("--seconds", type=_positive, default=30.0, help="how long users keep arriving")
+        p.add_argument("--rate", type=_positive, default=40.0, help="arrivals per second")
+        p.add_argument("--seed", type=int, default=7, help="simulator seed")
+        p.add_argument("--json", action="store_true", help="print the summary as one JSON line (last line)")
+    worker = sub.add_parser("worker", help="run the matcher worker (Faust)")
+    worker.add_argument("--loglevel", default="info", choices=["debug", "info", "warning", "error"])
+    sub.add_parser("trainer", help="train from the labels topic, publish model versions (needs the broker)")
+    fly = sub.add_parser("flywheel", help="simulated market: every policy, the learned one training from labels")
+    fly.add_argument("--hours", type=_positive, default=1.0, help="simulated hours per run")
+    fly.add_argument("--seed", type=int, default=0, help="first seed")
+    fly.add_argument("--seeds", type=_count, default=3, help="how many seeds (seed, seed+1, ...)")
+    fly.add_argument("--policies", nargs="+", default=["random", "fifo", "heuristic", "learned", "oracle"])
+    fly.add_argument("--out", type=Path, default=Path("flywheel-out"), help="where JSON and PNGs go")
+    fly.add_argument("--json", action="store_true", help="print the summary as one JSON line (last line)")
+    schemas = sub.add_parser("schemas", help="export JSON Schemas of all records")
+    schemas.add_argument("--out", type=Path, required=True, help="directory to write *.json into")
+    return parser
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from exc
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be > 0, got {text}")
+    return value
+
+
+def _count(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from exc
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {text}")
+    return value
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``tickmatch`` console script."""
+    args = build_parser().parse_args(argv)
+    try:
+        settings = Settings.from_env()
+        if args.command == "worker":
+            return cmd_worker(settings, args.loglevel)
+        if args.command == "schemas":
+            return cmd_schemas(args.out)
+        if args.command == "flywheel":
+            return cmd_flywheel(args)
+        if args.command == "trainer":
+            return cmd_trainer(settings)
+        return cmd_demo(settings, args)
+    except (SettingsError, BrokerError, UsageError) as exc:
+        print(f"tickmatch: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,83 @@
+"""The raw feature vector of a user: what every model version (heuristic or learned) embeds from.
+
+Layout (``RAW_DIM`` float32 values):
+
+- ``[0]`` a constant 1, so a bilinear form over raw vectors also carries per-user and global bias terms;
+- ``[1 : 1 + SIGNALS]`` the client's behavioural signals (interest scores and the like), zero when absent;
+- then ``BUCKETS`` slots for each profile attribute (language, country, gender, age band): a value lights two
+  slots chosen by two stable hashes (``1/sqrt 2`` each, so a value's vector has unit norm), all zero when the
+  attribute is unknown. Two hashes instead of one: with one, two of four age bands share a slot a third of the
+  time and the model cannot tell them apart; with two, values collide fully only if both slots coincide.
+
+Why one fixed layout: the worker stores this vector per waiting user, decisions log it, labels carry it to the
+trainer, and a new model version re-embeds waiting users from it. Training and serving read the same bytes,
+so there is no training/serving skew to debug. Hashing (blake2b, not Python's salted ``hash``) keeps slots
+stable across processes and restarts; a collision only merges two attribute values.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from functools import lru_cache
+
+import numpy as np
+import numpy.typing as npt
+
+from tickmatch.schemas.records import MAX_SIGNALS
+
+SIGNALS = MAX_SIGNALS  # the schema's limit on a join's signals
+BUCKETS = 16
+ATTRS = ("language", "country", "gender", "age_band")
+SIGNAL_BASE = 1
+ATTR_BASE = SIGNAL_BASE + SIGNALS
+RAW_DIM = ATTR_BASE + BUCKETS * len(ATTRS)
+SIGNAL_CLIP = 10.0
+_HALF_SQRT2 = 0.5**0.5
+
+
+@lru_cache(maxsize=65536)
+def buckets(attr: str, value: str) -> tuple[int, int]:
+    """The two indices into the raw vector lit by ``attr == value`` (equal when both hashes agree)."""
+    digest = hashlib.blake2b(f"{attr}={value}".encode(), digest_size=8).digest()
+    base = ATTR_BASE + ATTRS.index(attr) * BUCKETS
+    first = int.from_bytes(digest[:4], "little") % BUCKETS
+    second = int.from_bytes(digest[4:], "little") % BUCKETS
+    return base + first, base + second
+
+
+def featurize(
+    attrs: dict[str, str | None], signals: tuple[float, ...] = (), out: npt.NDArray[np.float32] | None = None
+) -> npt.NDArray[np.float32]:
+    """Raw vector of one user. Signals beyond ``SIGNALS`` are ignored, values clipped to +-``SIGNAL_CLIP``."""
+    raw = np.zeros(RAW_DIM, dtype=np.float32) if out is None else out
+    raw[:] = 0.0
+    raw[0] = 1.0
+    n = min(len(signals), SIGNALS)
+    if n:
+        raw[SIGNAL_BASE : SIGNAL_BASE + n] = np.clip(
+            np.asarray(signals[:n], dtype=np.float32), -SIGNAL_CLIP, SIGNAL_CLIP
+        )
+    for attr in ATTRS:
+        value = attrs.get(attr)
+        if value is not None:
+            first, second = buckets(attr, value)
+            if first == second:
+                raw[first] = 1.0
+            else:
+                raw[first] = raw[second] = _HALF_SQRT2
+    return raw
+
+
+def update_raw(
+    raw: npt.NDArray[np.float32], attrs: dict[str, str | None], signals: tuple[float, ...] | None
+) -> npt.NDArray[np.float32]:
+    """A profile update applied to a stored raw vector, in place: attributes given replace their slots, the
+    others keep theirs; signals given replace all signals (``None``: keep)."""
+    fresh = featurize(attrs, signals or ())
+    for a, attr in enumerate(ATTRS):
+        if attrs.get(attr) is not None:
+            block = slice(ATTR_BASE + a * BUCKETS, ATTR_BASE + (a + 1) * BUCKETS)
+            raw[block] = fresh[block]
+    if signals is not None:
+        raw[SIGNAL_BASE:ATTR_BASE] = fresh[SIGNAL_BASE:ATTR_BASE]
+    return raw
