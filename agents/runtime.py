@@ -76,9 +76,7 @@ class WorkerRuntime:
             )
         started = time.perf_counter()
         for pool in self.pools.values():
-            slots = pool.active_slots()
-            if slots.size:
-                pool.emb[slots] = scorer.embed(pool.raw[slots])
+            pool.reembed(scorer.embed)
         self.scorer = scorer
         self.last_swap_ms = (time.perf_counter() - started) * 1000.0
         self.count("model_swaps")
@@ -183,13 +181,9 @@ class WorkerRuntime:
             with gc_paused():
                 found = self.engine.match(pool, model, self.curve, now)
             for a, b, score in zip(found.a.tolist(), found.b.tolist(), found.score.tolist(), strict=True):
-                user_a, user_b = pool.ids[a], pool.ids[b]
-                assert user_a is not None and user_b is not None
                 wait_a, wait_b = now - pool.joined_at[a], now - pool.joined_at[b]
                 features_a, features_b = tuple(pool.raw[a].tolist()), tuple(pool.raw[b].tolist())
-                pool.remove(user_a)
-                pool.remove(user_b)
-                pool.record_match(user_a, user_b, now)
+                user_a, user_b = pool.take_pair(a, b, now)
                 decisions.append(
                     MatchDecision(
                         match_id=uuid.uuid4().hex,

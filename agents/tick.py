@@ -20,5 +20,5 @@ def register(app: faust.App, runtime: WorkerRuntime) -> None:
     @app.timer(interval=runtime.settings.tick_interval_s, name="tickmatch.tick")  # type: ignore[untyped-decorator]
     async def tick() -> None:
         stats = await runtime.tick()
-        if stats.pairs:
+        if stats.pairs and log.isEnabledFor(logging.DEBUG):  # no record (nor its dict) built per tick otherwise
             log.debug("tick", extra={"tick_id": stats.tick_id, "pairs": stats.pairs, "ms": stats.elapsed_ms})

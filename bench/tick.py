@@ -40,9 +40,10 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
+from tickmatch.matching.allowed import allowed_matrix
 from tickmatch.matching.bilinear import BilinearModel
 from tickmatch.matching.engine import Engine, EngineConfig, gc_paused, warm_up
-from tickmatch.matching.exact import allowed_matrix, exact_pairs, total
+from tickmatch.matching.exact import exact_pairs, total
 from tickmatch.matching.pool import Pool
 from tickmatch.matching.tuning import blas_info, freeze_heap, set_blas_threads
 from tickmatch.matching.waiting import WaitCurve

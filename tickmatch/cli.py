@@ -1,4 +1,4 @@
-"""``tickmatch`` command line: ``demo``, ``simulate``, ``worker``, ``trainer``, ``flywheel`` and ``schemas``.
+"""``tickmatch`` command line: ``demo``, ``simulate``, ``worker``, ``trainer``, ``flywheel``, ``schemas``, ``settings``.
 
 Errors a user can cause (bad settings, broker not reachable, bad arguments) end with one clear line and exit
 code 2, never a stack trace.
@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from tickmatch.stream.broker import BrokerError, broker_for
-from tickmatch.stream.settings import Settings, SettingsError
+from tickmatch.stream.settings import Settings, SettingsError, markdown_table
 
 if TYPE_CHECKING:
     from tickmatch.agents.runtime import WorkerRuntime
 
-log = logging.getLogger("tickmatch")
+log = logging.getLogger(__name__)
 
 
 class UsageError(Exception):
@@ -34,15 +34,19 @@ def cmd_worker(settings: Settings, loglevel: str) -> int:
     import uvloop
 
     from tickmatch.agents.app import create_app
+    from tickmatch.stream import logs
     from tickmatch.stream.topics import bootstrap_of, ensure_topics
 
+    logs.setup(loglevel)  # JSON lines from the start (engine warm-up); Faust's worker gets the same config below
     with broker_for(settings) as live:
         assert live.broker_url is not None
         asyncio.run(ensure_topics(bootstrap_of(live.broker_url), live))
         uvloop.install()
         built = create_app(live)
         prepare_engine(built.runtime)
-        worker = faust.Worker(built.app, loglevel=loglevel, redirect_stdouts=False)
+        worker = faust.Worker(
+            built.app, loglevel=loglevel, redirect_stdouts=False, logging_config=logs.dict_config(loglevel)
+        )
         worker.execute_from_commandline()
     return 0
 
@@ -54,6 +58,7 @@ def cmd_trainer(settings: Settings) -> int:
     import uvloop
 
     from tickmatch.agents.trainer import TrainerService
+    from tickmatch.stream import logs
     from tickmatch.stream.topics import bootstrap_of, ensure_topics
 
     async def run(live: Settings) -> None:
@@ -66,7 +71,7 @@ def cmd_trainer(settings: Settings) -> int:
             loop.add_signal_handler(sig, stop.set)
         await TrainerService(live, bootstrap).run(stop)
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    logs.setup("INFO")
     with broker_for(settings) as live:
         try:
             uvloop.run(run(live))
@@ -161,6 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     fly.add_argument("--policies", nargs="+", default=["random", "fifo", "heuristic", "learned", "oracle"])
     fly.add_argument("--out", type=Path, default=Path("flywheel-out"), help="where JSON and PNGs go")
     fly.add_argument("--json", action="store_true", help="print the summary as one JSON line (last line)")
+    sub.add_parser("settings", help="list every setting: environment variable, default, meaning")
     schemas = sub.add_parser("schemas", help="export JSON Schemas of all records")
     schemas.add_argument("--out", type=Path, required=True, help="directory to write *.json into")
     return parser
@@ -195,6 +201,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_worker(settings, args.loglevel)
         if args.command == "schemas":
             return cmd_schemas(args.out)
+        if args.command == "settings":
+            print(markdown_table())
+            return 0
         if args.command == "flywheel":
             return cmd_flywheel(args)
         if args.command == "trainer":

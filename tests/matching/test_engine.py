@@ -11,12 +11,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from tickmatch.matching.allowed import allowed_matrix, allowed_pairs
 from tickmatch.matching.bilinear import BilinearModel, ModelError
 from tickmatch.matching.candidates import CandidateSearch, Inputs
 from tickmatch.matching.constraints import KEY_BASE, pair_key
 from tickmatch.matching.engine import Engine, EngineConfig, Matching
-from tickmatch.matching.exact import allowed_matrix, allowed_pairs, exact_pairs, total
-from tickmatch.matching.kernels import ANY_MASK
+from tickmatch.matching.exact import exact_pairs, total
+from tickmatch.matching.filters import ANY
+from tickmatch.matching.kernels import Users
 from tickmatch.matching.pool import Pool
 from tickmatch.matching.waiting import WaitCurve
 
@@ -124,8 +126,8 @@ def test_matching_is_valid_deterministic_and_at_least_half_optimal(
 def brute_top_k(x: Inputs, scores: npt.NDArray[np.float32], k: int) -> list[list[float]]:
     """Top-k pair scores per user by brute force over an explicit allowed matrix."""
     n = x.n
-    allowed = allowed_pairs(x.attr, x.want, x.slots, x.forbid_keys)
-    eligible = allowed & (scores >= np.minimum.outer(x.min_score[:n], x.min_score[:n]))
+    allowed = allowed_pairs(x.users.attr, x.users.want, x.users.slots, x.users.forbid_keys)
+    eligible = allowed & (scores >= np.minimum.outer(x.users.min_score[:n], x.users.min_score[:n]))
     return [sorted(scores[g, eligible[g]].astype(float).tolist(), reverse=True)[:k] for g in range(n)]
 
 
@@ -144,19 +146,19 @@ def test_candidates_are_the_exact_top_k(seed: int, n: int, threads: int, sample:
     w = ((w0 + w0.T) / 2).astype(np.float32)
     bias = rng.normal(0, 1, n).astype(np.float32)
     attr = rng.integers(-1, 3, (n, 2)).astype(np.int8)
-    want = np.full((n, 2), ANY_MASK, dtype=np.uint64)
+    want = np.full((n, 2), ANY, dtype=np.uint64)
     picky = rng.random(n) < 0.3
     want[picky, 0] = rng.integers(1, 8, int(picky.sum())).astype(np.uint64)
     forbid = sorted({pair_key(int(a), int(b)) for a, b in rng.integers(0, n, (n // 3, 2)).tolist() if a != b})
     flag = np.zeros(n, dtype=bool)
     for key in forbid:
         flag[key >> 32] = flag[key & (KEY_BASE - 1)] = True
-    x = Inputs(
-        left=np.ascontiguousarray(emb @ w), right=emb, bias=bias,
-        min_score=rng.choice([-np.inf, -1.0, 0.5], n).astype(np.float32), attr=attr, want=want,
-        filtered=(want != ANY_MASK).any(axis=1), slots=np.arange(n, dtype=np.int64), forbid_flag=flag,
-        forbid_keys=np.array(forbid, dtype=np.int64), key_base=KEY_BASE, n=n,
+    users = Users(
+        bias=bias, min_score=rng.choice([-np.inf, -1.0, 0.5], n).astype(np.float32), attr=attr, want=want,
+        filtered=(want != ANY).any(axis=1), slots=np.arange(n, dtype=np.int64), forbid_flag=flag,
+        forbid_keys=np.array(forbid, dtype=np.int64), key_base=KEY_BASE,
     )  # fmt: skip
+    x = Inputs(left=np.ascontiguousarray(emb @ w), right=emb, users=users, n=n)
     search = CandidateSearch(k=k, block=16, threads=threads, sample=sample)
     try:
         vals, idx = search.run(x)
@@ -199,7 +201,7 @@ def test_block_lists_and_recent_repeats_are_never_matched(engines: tuple[Engine,
     assert [{pool.ids[int(a)], pool.ids[int(b)]} for a, b in zip(found.a, found.b, strict=True)] == [{"b", "c"}]
     pool.remove("b")
     pool.remove("c")
-    pool.record_match("b", "c", now=1.0)
+    pool.forbidden.record_match("b", "c", now=1.0)
     pool.add("b", 2.0, e[0], {}, {}, bias=1.0)
     pool.add("c", 2.0, e[0], {}, {}, bias=1.0)
     assert len(engine.match(pool, model, curve, 3.0)) == 0  # same pair again within the window

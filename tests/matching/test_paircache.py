@@ -64,7 +64,7 @@ def test_cached_candidates_equal_a_full_recomputation_over_churning_ticks(
                 a, b = rng.choice([u for u in pool.ids if u is not None], 2, replace=False).tolist()
                 pool.remove(a)
                 pool.remove(b)
-                pool.record_match(a, b, now - 2.0)
+                pool.forbidden.record_match(a, b, now - 2.0)
                 add(pool, rng, a, now, [])
                 add(pool, rng, b, now, [])
             relaxed = pool.forbidden.relaxed
@@ -106,14 +106,14 @@ def test_a_partner_turned_away_by_a_full_list_stays_under_its_floor() -> None:
     """The invariant the cache rests on: every partner outside a list scores at most the list's floor. A list that
     fills up by offers must raise its floor to its weakest entry, or a partner it turns away (screened out as not
     beating the weakest entry) could later outrank entries that come in after others left."""
-    cache = PairCache(depth=4, capacity=8)
-    arrays = (cache.c_slot, cache.c_gen, cache.c_val, cache.c_cnt, cache.c_floor)
+    cols = PairCache(depth=4, capacity=8).cols
+    arrays = (cols.slot, cols.gen, cols.val, cols.cnt, cols.floor)
     scores = {1: 10.0, 2: 9.8, 3: 9.6, 4: 9.5, 5: 9.4}
     for partner in (1, 2, 3, 4):  # slot 0 starts empty (floor -inf: it knows every partner) and fills up
-        if scores[partner] > cache.c_floor[0]:
+        if scores[partner] > cols.floor[0]:
             _offer(0, scores[partner], partner, 0, *arrays)
-    assert cache.c_cnt[0] == 4
-    assert not scores[5] > cache.c_floor[0]  # partner 5 arrives and is turned away
-    listed = set(cache.c_slot[0, : cache.c_cnt[0]].tolist())
+    assert cols.cnt[0] == 4
+    assert not scores[5] > cols.floor[0]  # partner 5 arrives and is turned away
+    listed = set(cols.slot[0, : cols.cnt[0]].tolist())
     outside = [scores[p] for p in scores if p not in listed]
-    assert max(outside) <= cache.c_floor[0]
+    assert max(outside) <= cols.floor[0]

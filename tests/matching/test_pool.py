@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tickmatch.matching.pool import MAX_VALUES, Pool, PoolError
+from tickmatch.matching.filters import MAX_VALUES
+from tickmatch.matching.pool import Pool, PoolError
 
 
 def vec(x: float, dim: int = 4) -> np.ndarray:
@@ -52,3 +53,32 @@ def test_too_many_attribute_values_is_a_clear_error() -> None:
         pool.add(f"u{i}", 0.0, vec(0), {"country": f"c{i}"}, {})
     with pytest.raises(PoolError, match="more than 64 distinct values of country"):
         pool.add("x", 0.0, vec(0), {"country": "one-too-many"}, {})
+
+
+def test_take_pair_removes_both_and_bans_the_pair_for_the_repeat_window() -> None:
+    pool = Pool(4, repeat_window_s=10.0)
+    a = pool.add("a", 0.0, vec(0), {}, {})
+    b = pool.add("b", 0.0, vec(1), {}, {})
+    assert pool.take_pair(a, b, now=5.0) == ("a", "b")
+    assert len(pool) == 0 and "a" not in pool and "b" not in pool
+    a, b = pool.add("a", 6.0, vec(0), {}, {}), pool.add("b", 6.0, vec(1), {}, {})
+    assert pool.forbidden.flag[a] and pool.forbidden.flag[b]  # re-joined within the window: still banned
+    with pytest.raises(PoolError, match="do not hold two waiting users"):
+        pool.take_pair(a, a, now=7.0)
+    pool.remove("b")
+    with pytest.raises(PoolError, match="do not hold two waiting users"):
+        pool.take_pair(a, b, now=7.0)
+
+
+def test_reembed_recomputes_every_waiting_embedding_from_its_raw_features() -> None:
+    pool = Pool(2, raw_dim=3)
+    rows = {u: np.asarray([i, 2 * i, 1], np.float32) for i, u in enumerate("xyz")}
+    for u, raw in rows.items():
+        pool.add(u, 0.0, np.zeros(2, np.float32), {}, {}, raw=raw)
+    pool.remove("y")
+    proj = np.asarray([[1, 0], [0, 1], [5, 5]], np.float32)
+    assert pool.reembed(lambda raw: raw @ proj) == 2
+    for u in "xz":
+        slot = pool.slot_of(u)
+        assert slot is not None
+        np.testing.assert_array_equal(pool.emb[slot], rows[u] @ proj)

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import fields
+from pathlib import Path
+
 import pytest
 
-from tickmatch.stream.settings import ENV, Settings, SettingsError
+from tickmatch.stream.settings import DOCS, ENV, Settings, SettingsError, markdown_table
 from tickmatch.stream.topics import bootstrap_of
 
 
@@ -51,3 +54,10 @@ def test_every_field_has_an_environment_variable() -> None:
 def test_bootstrap_of_faust_urls() -> None:
     assert bootstrap_of("kafka://a:1;kafka://b:2") == "a:1,b:2"
     assert bootstrap_of("b:9") == "b:9"
+
+
+def test_the_readme_documents_every_setting_as_the_code_does() -> None:
+    """DOCS is the one place a setting's meaning is written; the README's table is its rendering."""
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert markdown_table() in readme
+    assert set(DOCS) == set(ENV) == {f.name for f in fields(Settings)}

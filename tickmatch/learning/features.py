@@ -27,10 +27,10 @@ from tickmatch.schemas.records import MAX_SIGNALS
 
 SIGNALS = MAX_SIGNALS  # the schema's limit on a join's signals
 BUCKETS = 16
-ATTRS = ("language", "country", "gender", "age_band")
+PROFILE_ATTRS = ("language", "country", "gender", "age_band")  # featurized (hashed) profile attributes, in slot order
 SIGNAL_BASE = 1
 ATTR_BASE = SIGNAL_BASE + SIGNALS
-RAW_DIM = ATTR_BASE + BUCKETS * len(ATTRS)
+RAW_DIM = ATTR_BASE + BUCKETS * len(PROFILE_ATTRS)
 SIGNAL_CLIP = 10.0
 _HALF_SQRT2 = 0.5**0.5
 
@@ -39,7 +39,7 @@ _HALF_SQRT2 = 0.5**0.5
 def buckets(attr: str, value: str) -> tuple[int, int]:
     """The two indices into the raw vector lit by ``attr == value`` (equal when both hashes agree)."""
     digest = hashlib.blake2b(f"{attr}={value}".encode(), digest_size=8).digest()
-    base = ATTR_BASE + ATTRS.index(attr) * BUCKETS
+    base = ATTR_BASE + PROFILE_ATTRS.index(attr) * BUCKETS
     first = int.from_bytes(digest[:4], "little") % BUCKETS
     second = int.from_bytes(digest[4:], "little") % BUCKETS
     return base + first, base + second
@@ -57,7 +57,7 @@ def featurize(
         raw[SIGNAL_BASE : SIGNAL_BASE + n] = np.clip(
             np.asarray(signals[:n], dtype=np.float32), -SIGNAL_CLIP, SIGNAL_CLIP
         )
-    for attr in ATTRS:
+    for attr in PROFILE_ATTRS:
         value = attrs.get(attr)
         if value is not None:
             first, second = buckets(attr, value)
@@ -74,7 +74,7 @@ def update_raw(
     """A profile update applied to a stored raw vector, in place: attributes given replace their slots, the
     others keep theirs; signals given replace all signals (``None``: keep)."""
     fresh = featurize(attrs, signals or ())
-    for a, attr in enumerate(ATTRS):
+    for a, attr in enumerate(PROFILE_ATTRS):
         if attrs.get(attr) is not None:
             block = slice(ATTR_BASE + a * BUCKETS, ATTR_BASE + (a + 1) * BUCKETS)
             raw[block] = fresh[block]

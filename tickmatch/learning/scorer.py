@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from tickmatch.learning.features import ATTR_BASE, ATTRS, BUCKETS, RAW_DIM
+from tickmatch.learning.features import ATTR_BASE, BUCKETS, PROFILE_ATTRS, RAW_DIM
 from tickmatch.matching.bilinear import BilinearModel, ModelError
 
 F32 = npt.NDArray[np.float32]
@@ -73,7 +73,7 @@ def heuristic_scorer(dim: int) -> Scorer:
     of two users counts their shared values, weighted. With ``dim`` below the number of slots, slots share
     columns (a few spurious matches, never a wrong shape)."""
     p = np.zeros((RAW_DIM, dim), dtype=np.float32)
-    for a, attr in enumerate(ATTRS):
+    for a, attr in enumerate(PROFILE_ATTRS):
         scale = np.sqrt(_HEURISTIC_WEIGHTS[attr])
         for b in range(BUCKETS):
             slot = a * BUCKETS + b

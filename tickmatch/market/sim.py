@@ -145,7 +145,10 @@ class MarketSim:
         self.wants = [{"gender": w} if w else {} for w in self.pop.want_gender]
         self.uid = [f"u{i}" for i in range(n)]
         # One pool per language, as the live worker shards them.
-        self.pools = {lang: Pool(config.embed_dim, repeat_window_s=config.repeat_window_s) for lang in LANGUAGES}
+        raw_dim = int(self.policy.features.shape[1])
+        self.pools = {
+            lang: Pool(config.embed_dim, repeat_window_s=config.repeat_window_s, raw_dim=raw_dim) for lang in LANGUAGES
+        }
         self.slot_users = {lang: np.full(1024, -1, np.int64) for lang in LANGUAGES}
         self.engine = Engine(config.embed_dim, EngineConfig(threads=1, matcher=self.policy.matcher))
         self.curve = WaitCurve()
@@ -172,8 +175,9 @@ class MarketSim:
         self.deadline[i] = t + float(self.pop.patience_s[i]) * float(self.rng_arrive.uniform(0.5, 1.5))
         lang = self._lang(i)
         pool = self.pools[lang]
-        emb = self.policy.scorer.embed(self.policy.features[i : i + 1])[0]
-        slot = pool.add(self.uid[i], t, emb, self.attrs[i], self.wants[i])
+        raw = self.policy.features[i]
+        emb = self.policy.scorer.embed(raw[None, :])[0]
+        slot = pool.add(self.uid[i], t, emb, self.attrs[i], self.wants[i], raw=raw)
         users = self.slot_users[lang]
         if slot >= users.shape[0]:
             grown = np.full(max(2 * users.shape[0], slot + 1), -1, np.int64)
@@ -189,11 +193,8 @@ class MarketSim:
 
     def _reembed(self) -> None:
         """A new model version: every waiting user's embedding from the new projection, before the next tick."""
-        for lang, pool in self.pools.items():
-            slots = pool.active_slots()
-            if slots.size:
-                users = self.slot_users[lang][slots]
-                pool.emb[slots] = self.policy.scorer.embed(self.policy.features[users])
+        for pool in self.pools.values():
+            pool.reembed(self.policy.scorer.embed)
 
     # -- one tick ---------------------------------------------------------------------------------------------
     def step(self, t: float, measured: bool) -> None:
@@ -247,7 +248,7 @@ class MarketSim:
             found = self.engine.match(pool, policy.scorer.bilinear, self.curve, t)
         for a, b in zip(found.a.tolist(), found.b.tolist(), strict=True):
             out.append((int(users[a]), int(users[b]), -1, 1.0))
-            self._decided(pool, a, b, t)
+            pool.take_pair(a, b, t)
         return out
 
     def _explore(self, pool: Pool, users: I64, order: I64, t: float) -> list[tuple[int, int, int, float]]:
@@ -265,15 +266,8 @@ class MarketSim:
             if allowed[k, k + 1]:
                 a, b = int(order[k]), int(order[k + 1])
                 out.append((int(users[a]), int(users[b]), group, propensity))
-                self._decided(pool, a, b, t)
+                pool.take_pair(a, b, t)
         return out
-
-    def _decided(self, pool: Pool, a: int, b: int, t: float) -> None:
-        ua, ub = pool.ids[a], pool.ids[b]
-        assert ua is not None and ub is not None
-        pool.remove(ua)
-        pool.remove(ub)
-        pool.record_match(ua, ub, t)
 
     def _start_chats(self, pairs: list[tuple[int, int, int, float]], t: float, measured: bool) -> None:
         cfg = self.config

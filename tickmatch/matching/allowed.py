@@ -8,7 +8,8 @@ import numpy as np
 import numpy.typing as npt
 
 from tickmatch.matching.constraints import KEY_BASE, KEY_SHIFT
-from tickmatch.matching.pool import ANY, Pool
+from tickmatch.matching.filters import ANY
+from tickmatch.matching.pool import Pool
 
 
 def allowed_matrix(pool: Pool, slots: npt.NDArray[np.int64]) -> npt.NDArray[np.bool_]:

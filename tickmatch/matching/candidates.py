@@ -2,11 +2,11 @@
 
 The pair score is symmetric, so only blocks ``(I, J)`` with ``J >= I`` are computed: one single-threaded BLAS
 product ``L[I] @ R[J].T`` into a per-thread buffer that stays in cache, immediately folded into that thread's
-top-k lists by :func:`matching.kernels.scan_block`. Threads take whole row strips from a shared counter, largest
-first (dynamic balance), each keeps its own top-k lists and publishes thresholds in one shared array (benign
-races, see the kernel), and the lists are merged deterministically at the end. Starting thresholds are estimated
-from a sample; users they overshoot are recomputed exactly. All buffers are allocated once for a capacity and
-reused: a steady-state tick allocates nothing large.
+top-k lists by :func:`~tickmatch.matching.kernels.scan_block`. Threads take whole row strips from a shared
+counter, largest first (dynamic balance), each keeps its own top-k lists and publishes thresholds in one shared
+array (benign races, see the kernel), and the lists are merged deterministically at the end. Starting thresholds
+are estimated from a sample; users they overshoot are recomputed exactly. All buffers are allocated once for a
+capacity and reused: a steady-state tick allocates nothing large.
 """
 
 from __future__ import annotations
@@ -20,6 +20,8 @@ import numpy.typing as npt
 
 from tickmatch.matching.kernels import (
     CHUNK,
+    TopK,
+    Users,
     estimate_thresholds,
     merge_topk,
     rescan_rows,
@@ -35,15 +37,7 @@ class Inputs:
 
     left: npt.NDArray[np.float32]  # (n, d) user embedding times the model matrix
     right: npt.NDArray[np.float32]  # (n, d) user embedding
-    bias: npt.NDArray[np.float32]  # (n,)
-    min_score: npt.NDArray[np.float32]  # (n,) waiting-time minimum of each user
-    attr: npt.NDArray[np.int8]  # (n, A)
-    want: npt.NDArray[np.uint64]  # (n, A)
-    filtered: npt.NDArray[np.bool_]  # (n,) any want mask is not accept-anyone
-    slots: npt.NDArray[np.int64]  # (n,) pool slot of each compact user
-    forbid_flag: npt.NDArray[np.bool_]  # (capacity,) slot has a forbidden pair
-    forbid_keys: npt.NDArray[np.int64]  # sorted min(slot)*key_base + max(slot)
-    key_base: int
+    users: Users  # biases, minimums, filters and forbidden pairs (see kernels.Users)
     n: int
 
 
@@ -82,10 +76,15 @@ class CandidateSearch:
 
     def _grow(self, capacity: int) -> None:
         self.capacity = capacity
-        self._topv = [np.empty((capacity, self.k), dtype=np.float32) for _ in range(self.threads)]
-        self._topi = [np.empty((capacity, self.k), dtype=np.int32) for _ in range(self.threads)]
-        self._thr = [np.empty(capacity, dtype=np.float32) for _ in range(self.threads)]
-        self._worst = [np.empty(capacity, dtype=np.int64) for _ in range(self.threads)]
+        self._lists = [
+            TopK(
+                np.empty((capacity, self.k), dtype=np.float32),
+                np.empty((capacity, self.k), dtype=np.int32),
+                np.empty(capacity, dtype=np.float32),
+                np.empty(capacity, dtype=np.int64),
+            )
+            for _ in range(self.threads)
+        ]
         self._shared_thr = np.empty(capacity, dtype=np.float32)
         self._start = np.empty(capacity, dtype=np.float32)
         self._sample_scores = np.empty((capacity, max(self.sample, 1)), dtype=np.float32)
@@ -105,10 +104,10 @@ class CandidateSearch:
         n = x.n
         if n > self.capacity:
             self._grow(max(n, 2 * self.capacity))
-        floor = np.float32(x.min_score[:n].min()) if n else np.float32(0)
+        floor = np.float32(x.users.min_score[:n].min()) if n else np.float32(0)
         floor = np.nextafter(floor, np.float32(-np.inf))  # a pair exactly at the minimum still qualifies
         for t in range(self.threads):
-            reset_topk(self._topv[t], self._topi[t], self._thr[t], self._worst[t], n, floor)
+            reset_topk(self._lists[t], n, floor)
         self._shared_thr[:n] = floor
         estimated = estimate and self.sample > 0 and n >= 4 * self.sample
         if estimated:
@@ -118,23 +117,25 @@ class CandidateSearch:
         # they rarely write the same shared thresholds (cache-line ping-pong measured at +25% on 2 threads).
         self._tasks = [(r, 0) for r in range(0, n, b)]
         self._next = 0
+        users = x.users
         if self.threads == 1:
-            self.slow_path = self._work(0, x)
+            self.slow_path = self._work(0, x, users)
         else:
-            futures = [self._pool.submit(self._work, t, x) for t in range(self.threads)]
+            futures = [self._pool.submit(self._work, t, x, users) for t in range(self.threads)]
             self.slow_path = sum(f.result() for f in futures)
         if self.threads == 1:
-            merge_topk(self._topv[0], self._topi[0], self._topv[0], self._empty_i, 0, n, self.cand_v, self.cand_i)
+            first = self._lists[0]
+            merge_topk(first.v, first.i, first.v, self._empty_i, 0, n, self.cand_v, self.cand_i)
         else:
             # users split over the threads: the merge is per user and needs no coordination
             half = (n + 1) // 2
-            lists = (self._topv[0], self._topi[0], self._topv[1], self._topi[1])
+            lists = (self._lists[0].v, self._lists[0].i, self._lists[1].v, self._lists[1].i)
             parts = [(0, half), (half, n)]
             for f in [self._pool.submit(merge_topk, *lists, lo, hi, self.cand_v, self.cand_i) for lo, hi in parts]:
                 f.result()
             for t in range(2, self.threads):  # fold further threads in pairwise (rare: more than 2 cores)
                 prev_v, prev_i = self.cand_v.copy(), self.cand_i.copy()
-                merge_topk(prev_v, prev_i, self._topv[t], self._topi[t], 0, n, self.cand_v, self.cand_i)
+                merge_topk(prev_v, prev_i, self._lists[t].v, self._lists[t].i, 0, n, self.cand_v, self.cand_i)
         self.fallbacks = self._fallback(x, floor) if estimated else 0
         return self.cand_v[:n], self.cand_i[:n]
 
@@ -148,14 +149,12 @@ class CandidateSearch:
         n, s = x.n, self.sample
         sample = np.linspace(0, n - 1, s).astype(np.int64)
         right = np.ascontiguousarray(x.right[sample])
+        users = x.users
 
         def part(lo: int, hi: int) -> None:
             scores = self._sample_scores[lo:hi, :s]
             np.matmul(x.left[lo:hi], right.T, out=scores)
-            estimate_thresholds(
-                scores, sample, lo, hi, n, x.bias, x.min_score, x.attr, x.want, x.filtered, self.target_rank,
-                floor, self._start,
-            )  # fmt: skip
+            estimate_thresholds(scores, sample, lo, hi, n, users, self.target_rank, floor, self._start)
 
         step = (n + self.threads - 1) // self.threads
         bounds = [(lo, min(lo + step, n)) for lo in range(0, n, step)]
@@ -188,7 +187,9 @@ class CandidateSearch:
         if x.n > self.capacity:
             self._grow(max(x.n, 2 * self.capacity))
         n = x.n
-        topv, topi, thr, worst = self._topv[0], self._topi[0], self._thr[0], self._worst[0]
+        lists = self._lists[0]
+        topv, topi, thr, worst = lists
+        users = x.users
         for g in rows.tolist():
             topv[g] = floor
             topi[g] = -1
@@ -203,10 +204,7 @@ class CandidateSearch:
                 c1 = min(c + b, n)
                 out = buf[: part.shape[0] * (c1 - c)].reshape(part.shape[0], c1 - c)
                 np.matmul(left, x.right[c:c1].T, out=out)
-                rescan_rows(
-                    out, part, c, x.bias, x.min_score, x.attr, x.want, x.filtered, x.slots, x.forbid_flag,
-                    x.forbid_keys, x.key_base, topv, topi, thr, worst,
-                )  # fmt: skip
+                rescan_rows(out, part, c, users, lists)
         write_sorted(rows, topv, topi, out_v, out_i)
 
     def _take(self) -> tuple[int, int] | None:
@@ -217,9 +215,9 @@ class CandidateSearch:
             self._next += 1
             return task
 
-    def _work(self, t: int, x: Inputs) -> int:
+    def _work(self, t: int, x: Inputs, users: Users) -> int:
         buf = self._buffers[t]
-        topv, topi, thr = self._topv[t], self._topi[t], self._thr[t]
+        lists = self._lists[t]
         seg = self._seg[t]
         pen = self._pen[t]
         slow = 0
@@ -232,8 +230,5 @@ class CandidateSearch:
                 c1 = min(c + b, n)
                 out = buf[: (r1 - r) * (c1 - c)].reshape(r1 - r, c1 - c)
                 np.matmul(x.left[r:r1], x.right[c:c1].T, out=out)
-                slow += scan_block(
-                    out, r, c, r == c, x.bias, x.min_score, x.attr, x.want, x.filtered, x.slots, x.forbid_flag,
-                    x.forbid_keys, x.key_base, topv, topi, self._shared_thr, thr, self._worst[t], CHUNK, seg, pen,
-                )  # fmt: skip
+                slow += scan_block(out, r, c, r == c, users, lists, self._shared_thr, CHUNK, seg, pen)
         return slow

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import gc
 import os
-import time
 import weakref
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -23,7 +22,8 @@ from tickmatch.matching.auction import auction, build_graph, pointer_candidates
 from tickmatch.matching.bilinear import BilinearModel, ModelError
 from tickmatch.matching.candidates import CandidateSearch, Inputs
 from tickmatch.matching.constraints import KEY_BASE
-from tickmatch.matching.kernels import ANY_MASK, CHUNK, merge_topk, reset_topk, suitor
+from tickmatch.matching.filters import ANY
+from tickmatch.matching.kernels import CHUNK, TopK, Users, merge_topk, reset_topk, suitor
 from tickmatch.matching.paircache import PairCache, column_gates, compact, fresh_scan, read_candidates, store_rows
 from tickmatch.matching.pool import Pool
 from tickmatch.matching.waiting import WaitCurve
@@ -96,7 +96,7 @@ def _gather(
         for a in range(attr.shape[1]):
             attr_out[n, a] = attr[s, a]
             want_out[n, a] = want[s, a]
-            f = f or want[s, a] != ANY_MASK
+            f = f or want[s, a] != ANY
         filtered_out[n] = f
         wait_out[n] = max(now - joined_at[s], 0.0)
         n += 1
@@ -205,12 +205,9 @@ class _Buffers:
         self, n: int, forbid_flag: npt.NDArray[np.bool_], forbid_keys: npt.NDArray[np.int64], raw: bool = False
     ) -> Inputs:
         """The candidate search's view of the first ``n`` users held here (``raw``: without minimum scores)."""
-        return Inputs(
-            left=self.left, right=self.emb, bias=self.bias, min_score=self.no_min if raw else self.min_score,
-            attr=self.attr,
-            want=self.want, filtered=self.filtered, slots=self.slots, forbid_flag=forbid_flag,
-            forbid_keys=forbid_keys, key_base=KEY_BASE, n=n,
-        )  # fmt: skip
+        users = Users(self.bias, self.no_min if raw else self.min_score, self.attr, self.want, self.filtered,
+                      self.slots, forbid_flag, forbid_keys, KEY_BASE)  # fmt: skip
+        return Inputs(left=self.left, right=self.emb, users=users, n=n)
 
 
 class _FreshLists:
@@ -230,17 +227,22 @@ class _FreshLists:
         if n > self.capacity:
             self.capacity = max(n, 2 * self.capacity)
             t, c, d = self.threads, self.capacity, self.depth
-            self.v = [np.empty((c, d), dtype=np.float32) for _ in range(t)]
-            self.i = [np.empty((c, d), dtype=np.int32) for _ in range(t)]
-            self.thr = [np.empty(c, dtype=np.float32) for _ in range(t)]
-            self.worst = [np.empty(c, dtype=np.int64) for _ in range(t)]
+            self.lists = [
+                TopK(
+                    np.empty((c, d), dtype=np.float32),
+                    np.empty((c, d), dtype=np.int32),
+                    np.empty(c, dtype=np.float32),
+                    np.empty(c, dtype=np.int64),
+                )
+                for _ in range(t)
+            ]
             self.merged_v = np.empty((c, d), dtype=np.float32)
             self.merged_i = np.empty((c, d), dtype=np.int32)
             self.gate = np.empty(c, dtype=np.float32)
         return self
 
     def reset(self, t: int, m: int) -> None:
-        reset_topk(self.v[t], self.i[t], self.thr[t], self.worst[t], m, np.float32(-np.inf))
+        reset_topk(self.lists[t], m, np.float32(-np.inf))
 
 
 class Engine:
@@ -262,10 +264,6 @@ class Engine:
         self._rounds: list[_Buffers] = []
         self._n_attr = 0
         self._capacity = capacity
-        self.last_candidates = 0  # users with at least one candidate in the last call (for stats)
-        self.last_bids = 0  # auction bids in the last call (for profiling)
-        self.last_timings: dict[str, float] = {}  # phase durations of the last call (ms)
-        self.last_fallbacks = 0  # users whose candidates were recomputed exactly (threshold estimate too high)
 
     def close(self) -> None:
         """Stop the scan threads."""
@@ -291,8 +289,6 @@ class Engine:
         n_total = len(pool)
         if n_total < 2:
             return EMPTY
-        clock = time.perf_counter
-        t0 = clock()
         first, spare = self._buffers(n_total, pool.attr.shape[1])
         # Users ordered by their attributes, so a block holds few distinct values and the scan can skip whole
         # columns and rows that the filters rule out for that block (see kernels.scan_block).
@@ -317,7 +313,6 @@ class Engine:
         forbid_flag = pool.forbidden.flag
 
         cfg = self.config
-        t1 = clock()
         if cfg.incremental and self._use_cache(pool, first.slots[:n]):
             self._cached_candidates(pool, model, first, n, forbid_flag, forbid_keys)
         else:
@@ -325,17 +320,14 @@ class Engine:
             # keep round 0's candidates: refill rounds reuse the search buffers
             np.copyto(first.cand_v[:n], cand_v)
             np.copyto(first.cand_i[:n], cand_i)
-            self.last_fallbacks = self.search.fallbacks
-        t2 = clock()
         cand_v, cand_i = first.cand_v[:n], first.cand_i[:n]
         self._last_n = n
-        self.last_candidates = int(np.count_nonzero(cand_i[:, 0] >= 0))
         mate, weight = first.mate, first.suitor_w  # round-0 index space from here on
         if cfg.matcher == "auction":
             ak = min(cfg.auction_k, cfg.k)  # lists are sorted: the best auction_k of each
             build_graph(cand_v[:, :ak], cand_i[:, :ak], n, first.adj_ptr, first.adj_idx, first.adj_w, first.suitor_of)
             warm = cfg.warm_prices and _load_prices(pool.price, first.slots, n, first.price)
-            self.last_bids = auction(
+            auction(
                 n, first.adj_ptr, first.adj_idx, first.adj_w, first.price, first.owner, first.points_to,
                 first.queue, cfg.auction_eps, cfg.auction_scaling, warm,
             )  # fmt: skip
@@ -347,7 +339,6 @@ class Engine:
             suitor(pv, pi, n, mate, first.adj_ptr, first.adj_idx, first.adj_w, first.suitor_of, weight)
         else:
             suitor(cand_v, cand_i, n, mate, first.adj_ptr, first.adj_idx, first.adj_w, first.suitor_of, weight)
-        t3 = clock()
         for _ in range(cfg.refill_rounds):
             m = _leftovers(mate, cand_i, n, spare.sub)
             if m < 2:
@@ -367,15 +358,7 @@ class Engine:
         # deterministic output: lower slot first within a pair, pairs sorted by it
         lo, hi = np.minimum(out_a, out_b), np.maximum(out_a, out_b)
         by = np.argsort(lo, kind="stable")
-        result = Matching(lo[by], hi[by], out_s[by])
-        t4 = clock()
-        self.last_timings = {
-            "prepare_ms": (t1 - t0) * 1e3,
-            "candidates_ms": (t2 - t1) * 1e3,
-            "matching_ms": (t3 - t2) * 1e3,
-            "refill_ms": (t4 - t3) * 1e3,
-        }
-        return result
+        return Matching(lo[by], hi[by], out_s[by])
 
     def candidate_lists(self) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float32], npt.NDArray[np.int64]]:
         """The last call's round-0 candidates as ``(slots, values, partner slots)`` (-1: none): for tests and
@@ -416,17 +399,13 @@ class Engine:
             cache.invalidate()
         slots = first.slots[:n]
         lists = self._fresh_lists.fit(n)
-        m = compact(
-            slots, n, pool.gen, pool.active, cfg.k, cache.c_slot, cache.c_gen, cache.c_val, cache.c_cnt,
-            cache.c_floor, cache.row_gen, first.fresh, first.is_fresh,
-        )  # fmt: skip
+        m = compact(slots, n, pool.gen, pool.active, cfg.k, cache.cols, first.fresh, first.is_fresh)
         self.last_rebuilt = m > cfg.max_fresh * n
         if self.last_rebuilt:  # much changed: every list from one parallel upper-triangle scan
             deep_v, deep_i = self.deep.run(first.inputs(n, forbid_flag, forbid_keys, raw=True))
             first.fresh[:n] = np.arange(n)
             m = n
-            store_rows(first.fresh, n, deep_v, deep_i, slots, pool.gen, cache.c_slot, cache.c_gen, cache.c_val,
-                       cache.c_cnt, cache.c_floor, cache.row_gen)  # fmt: skip
+            store_rows(first.fresh, n, deep_v, deep_i, slots, pool.gen, cache.cols)
         elif m:
             self._score_fresh(pool, cache, first, n, m, lists, forbid_flag, forbid_keys)
         self.last_fresh = m
@@ -434,14 +413,12 @@ class Engine:
         cache.pos_of_slot[slots] = np.arange(n)
         lowest = float(first.min_score[:n].min())
         need = read_candidates(
-            slots, n, cache.pos_of_slot, first.min_score, lowest, cache.c_slot, cache.c_val, cache.c_cnt,
-            cache.c_floor, first.cand_v, first.cand_i, first.sub,
-        )  # fmt: skip
+            slots, n, cache.pos_of_slot, first.min_score, lowest, cache.cols, first.cand_v, first.cand_i, first.sub
+        )
         cache.pos_of_slot[slots] = -1
         floor = np.nextafter(np.float32(lowest), np.float32(-np.inf))
         self.search.exact_rows(first.inputs(n, forbid_flag, forbid_keys), first.sub[:need].copy(), floor,
                                first.cand_v, first.cand_i)  # fmt: skip
-        self.last_fallbacks = need
 
     def _score_fresh(self, pool: Pool, cache: PairCache, first: _Buffers, n: int, m: int, lists: _FreshLists,
                      forbid_flag: npt.NDArray[np.bool_], forbid_keys: npt.NDArray[np.int64]) -> None:  # fmt: skip
@@ -452,7 +429,8 @@ class Engine:
         rows, merged deterministically at the end (score desc, index asc)."""
         rows = first.fresh[:m]
         left = first.left[rows]
-        column_gates(first.slots, n, first.is_fresh, cache.c_floor, lists.gate)
+        column_gates(first.slots, n, first.is_fresh, cache.cols.floor, lists.gate)
+        users = first.inputs(n, forbid_flag, forbid_keys, raw=True).users
         b = self.config.block
         blocks = (n + b - 1) // b
         threads = max(1, min(lists.threads, blocks))
@@ -466,26 +444,21 @@ class Engine:
                     c1 = min(c + b, n)
                     scores = lists.buffer[t][: (r1 - r) * (c1 - c)].reshape(r1 - r, c1 - c)
                     np.matmul(left[r:r1], first.emb[c:c1].T, out=scores)
-                    fresh_scan(
-                        scores, rows, r, c, first.bias, first.attr, first.want, first.filtered, first.slots,
-                        forbid_flag, forbid_keys, KEY_BASE, pool.gen, lists.gate, lists.v[t], lists.i[t],
-                        lists.thr[t], lists.worst[t], cache.c_slot, cache.c_gen, cache.c_val, cache.c_cnt,
-                        cache.c_floor, CHUNK, self._runs, lists.pen[t], lists.seg[t],
-                    )  # fmt: skip
+                    fresh_scan(scores, rows, r, c, users, pool.gen, lists.gate, lists.lists[t], cache.cols, CHUNK,
+                               self._runs, lists.pen[t], lists.seg[t])  # fmt: skip
 
         if threads == 1:
             scan(0)
-            out_v, out_i = lists.v[0], lists.i[0]
+            out_v, out_i = lists.lists[0].v, lists.lists[0].i
         else:
             for future in [self._executor.submit(scan, t) for t in range(threads)]:
                 future.result()
             out_v, out_i = lists.merged_v, lists.merged_i
-            merge_topk(lists.v[0], lists.i[0], lists.v[1], lists.i[1], 0, m, out_v, out_i)
+            merge_topk(lists.lists[0].v, lists.lists[0].i, lists.lists[1].v, lists.lists[1].i, 0, m, out_v, out_i)
             for t in range(2, threads):  # more than 2 cores: fold the rest in pairwise
                 prev_v, prev_i = out_v[:m].copy(), out_i[:m].copy()
-                merge_topk(prev_v, prev_i, lists.v[t], lists.i[t], 0, m, out_v, out_i)
-        store_rows(rows, m, out_v, out_i, first.slots, pool.gen, cache.c_slot, cache.c_gen, cache.c_val,
-                   cache.c_cnt, cache.c_floor, cache.row_gen)  # fmt: skip
+                merge_topk(prev_v, prev_i, lists.lists[t].v, lists.lists[t].i, 0, m, out_v, out_i)
+        store_rows(rows, m, out_v, out_i, first.slots, pool.gen, cache.cols)
 
     @staticmethod
     def _take(src: _Buffers, dst: _Buffers, m: int) -> None:
@@ -517,7 +490,8 @@ def warm_up(engine: Engine) -> None:
 
 @contextmanager
 def gc_paused() -> Iterator[None]:
-    """No garbage collection inside the block (a full collection over many objects costs ~100 ms, DESIGN §3)."""
+    """No garbage collection inside the block: a full collection over 1M objects took 244 ms (README, "Facts we
+    rely on")."""
     was = gc.isenabled()
     gc.disable()
     try:

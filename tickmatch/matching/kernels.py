@@ -1,7 +1,7 @@
 """Compiled (numba) inner loops of the tick: block scan to per-user top-k, top-k merge, Suitor matching.
 
-Why numba: DESIGN.md §3 measured ``np.argpartition`` top-k over all pair scores at ~0.9 s for N=10k, far over a
-tick. The block scan here reads each score once, right after BLAS wrote it (still in cache), and compares it
+Why numba: ``np.argpartition`` top-k over all pair scores took ~0.9 s at N=10k (README, "Facts we rely on"), far
+over a tick. The block scan here reads each score once, right after BLAS wrote it (still in cache), and compares it
 against the row's and the column's current k-th best in a branch-free, vectorisable loop; only scores that beat
 a threshold (a few dozen per row) take the slow path that checks filters and forbidden pairs. All kernels
 release the GIL, so two Python threads run them (and single-threaded BLAS) side by side on the two cores.
@@ -12,18 +12,46 @@ back to pool slots where a lookup needs the pool's identity (forbidden pairs).
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 from numba import njit
 
-ANY_MASK = np.uint64(0xFFFF_FFFF_FFFF_FFFF)
+from tickmatch.matching.filters import ANY
+
 CHUNK = 32  # screening width (<= 62: bit masks), passed at run time: a constant is unrolled, not vectorised
+
+
+class Users(NamedTuple):
+    """What the kernels read about the users of one call, in compact order (row ``g`` = compact user ``g``).
+
+    One argument instead of nine: kernels unpack it in their first line, so their loops see plain arrays."""
+
+    bias: np.ndarray  # (n,) float32: per-user term of the pair score
+    min_score: np.ndarray  # (n,) float32: waiting-time minimum of each user (-inf: none)
+    attr: np.ndarray  # (n, A) int8: attribute codes (bit positions in want masks; -1 unknown)
+    want: np.ndarray  # (n, A) uint64: partner values each user accepts per attribute (ANY: anyone)
+    filtered: np.ndarray  # (n,) bool: some want mask is not ANY (the filter check can be skipped otherwise)
+    slots: np.ndarray  # (n,) int64: pool slot of each compact user (forbidden pairs are keyed by slot)
+    forbid_flag: np.ndarray  # (pool capacity,) bool: the slot has at least one forbidden partner
+    forbid_keys: np.ndarray  # sorted int64 keys ``min(slot) * key_base + max(slot)`` of forbidden pairs
+    key_base: int
+
+
+class TopK(NamedTuple):
+    """One thread's running top-k lists of the users of a call (see :func:`reset_topk`)."""
+
+    v: np.ndarray  # (n, k) float32 scores
+    i: np.ndarray  # (n, k) int32 partner indices (-1: empty)
+    thr: np.ndarray  # (n,) float32: the list's k-th best, what a new partner must beat
+    worst: np.ndarray  # (n,) int64: position of that k-th best in the row
 
 
 @njit(nogil=True, cache=True)
 def _accepts(want: np.uint64, code: np.int8) -> bool:
     """``want`` mask accepts attribute ``code``; an unknown value (-1) only passes an accept-anyone mask."""
     if code < 0:
-        return want == ANY_MASK
+        return want == ANY
     return ((want >> np.uint64(code)) & np.uint64(1)) == np.uint64(1)
 
 
@@ -92,20 +120,9 @@ def scan_block(
     r0: int,
     c0: int,
     diagonal: bool,
-    bias: np.ndarray,
-    min_score: np.ndarray,
-    attr: np.ndarray,
-    want: np.ndarray,
-    filtered: np.ndarray,
-    slots: np.ndarray,
-    forbid_flag: np.ndarray,
-    forbid_keys: np.ndarray,
-    key_base: int,
-    topv: np.ndarray,
-    topi: np.ndarray,
+    users: Users,
+    lists: TopK,
     thr: np.ndarray,
-    own_thr: np.ndarray,
-    worst: np.ndarray,
     chunk: int,
     seg: np.ndarray,
     pen: np.ndarray,
@@ -117,7 +134,7 @@ def scan_block(
     that user's current k-th best, clears the waiting-time minimum ``min(min_score[i], min_score[j])`` and
     passes the mutual filters and forbidden pairs.
 
-    Each thread keeps its own lists (``topv``, ``topi``, ``own_thr``, ``worst``) but all threads share ``thr``:
+    Each thread keeps its own lists (``lists``) but all threads share ``thr``:
     a pair at or below *any* thread's k-th best of a user cannot reach that user's merged top-k, so the
     largest threshold any thread has published is a valid filter. Writes to ``thr`` race benignly: a lost
     update only leaves a lower (more permissive, still correct) threshold. Sharing halved the slow-path
@@ -131,6 +148,8 @@ def scan_block(
     over-report. Everything in the visit loop is written inline on purpose: calling a helper that takes
     arrays costs refcount updates per pair, measured at ~45 ns (vs ~1 ns here).
     """
+    bias, min_score, attr, want, filtered, slots, forbid_flag, forbid_keys, key_base = users
+    topv, topi, own_thr, worst = lists
     rows, cols = scores.shape
     n_attr = attr.shape[1]
     # Views starting at the block's first column: loop indices stay provably non-negative, which lets LLVM
@@ -182,14 +201,14 @@ def scan_block(
             for jj in range(cols):
                 gj = c0 + jj
                 code = attr[gj, a]
-                accepts_some_row = unknown_r or (want[gj, a] & has_r) != np.uint64(0) or want[gj, a] == ANY_MASK
+                accepts_some_row = unknown_r or (want[gj, a] & has_r) != np.uint64(0) or want[gj, a] == ANY
                 some_row_accepts = code < 0 or ((want_r >> np.uint64(code)) & np.uint64(1)) == np.uint64(1)
                 if not (accepts_some_row and some_row_accepts):
                     pen_c[jj] = np.inf
             for i in range(rows):
                 gi = r0 + i
                 code = attr[gi, a]
-                accepts_some_col = unknown_c or (want[gi, a] & has_c) != np.uint64(0) or want[gi, a] == ANY_MASK
+                accepts_some_col = unknown_c or (want[gi, a] & has_c) != np.uint64(0) or want[gi, a] == ANY
                 some_col_accepts = code < 0 or ((want_c >> np.uint64(code)) & np.uint64(1)) == np.uint64(1)
                 if not (accepts_some_col and some_col_accepts):
                     row_ok[i] = 0
@@ -272,12 +291,11 @@ def scan_block(
 
 
 @njit(nogil=True, cache=True)
-def reset_topk(
-    topv: np.ndarray, topi: np.ndarray, thr: np.ndarray, worst: np.ndarray, n: int, floor: np.float32
-) -> None:
+def reset_topk(lists: TopK, n: int, floor: np.float32) -> None:
     """Empty the first ``n`` users' candidate lists; ``floor`` is the lowest score any pair may be matched at.
 
-    ``thr`` is the list's own threshold (the shared one is reset with :func:`numpy.ndarray.fill`)."""
+    ``lists.thr`` is the list's own threshold (the shared one is reset with :func:`numpy.ndarray.fill`)."""
+    topv, topi, thr, worst = lists
     for g in range(n):
         worst[g] = 0
         for p in range(topv.shape[1]):
@@ -491,11 +509,7 @@ def estimate_thresholds(
     lo: int,
     hi: int,
     n: int,
-    bias: np.ndarray,
-    min_score: np.ndarray,
-    attr: np.ndarray,
-    want: np.ndarray,
-    filtered: np.ndarray,
+    users: Users,
     target_rank: float,
     floor: np.float32,
     out: np.ndarray,
@@ -509,6 +523,7 @@ def estimate_thresholds(
     fewer than k candidates above its start, so results never depend on it — only the work does.
     Forbidden pairs and the sample users' own filters are ignored here (they only steer work).
     """
+    bias, min_score, attr, want, filtered = users.bias, users.min_score, users.attr, users.want, users.filtered
     s_count = sample.shape[0]
     n_attr = attr.shape[1]
     s_bias = np.empty(s_count, dtype=np.float32)
@@ -565,22 +580,13 @@ def rescan_rows(
     scores: np.ndarray,
     rows: np.ndarray,
     c0: int,
-    bias: np.ndarray,
-    min_score: np.ndarray,
-    attr: np.ndarray,
-    want: np.ndarray,
-    filtered: np.ndarray,
-    slots: np.ndarray,
-    forbid_flag: np.ndarray,
-    forbid_keys: np.ndarray,
-    key_base: int,
-    topv: np.ndarray,
-    topi: np.ndarray,
-    thr: np.ndarray,
-    worst: np.ndarray,
+    users: Users,
+    lists: TopK,
 ) -> None:
     """Exact top-k of a few users (``rows``) over columns ``c0..``: the fallback when a starting estimate was too
     high. Only the rows' own lists are updated (each column user's list was already exact)."""
+    bias, min_score, attr, want, filtered, slots, forbid_flag, forbid_keys, key_base = users
+    topv, topi, thr, worst = lists
     for r in range(rows.shape[0]):
         g = rows[r]
         bg = bias[g]

@@ -23,13 +23,25 @@ rebuilt); a repeat ban ending between two waiting users (``ForbiddenPairs.relaxe
 
 from __future__ import annotations
 
-from typing import Any, TypeVar, cast
+from typing import Any, NamedTuple, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
 from numba import njit
 
-from tickmatch.matching.kernels import _accepts, _replace_worst, pair_allowed
+from tickmatch.matching.kernels import TopK, Users, _accepts, _replace_worst, pair_allowed
+
+
+class Columns(NamedTuple):
+    """The cache's per-slot columns (row ``s`` = pool slot ``s``): one argument for the kernels, unpacked in their
+    first line."""
+
+    slot: np.ndarray  # (capacity, depth) int64: partner slots of the list (-1: empty)
+    gen: np.ndarray  # (capacity, depth) int64: Pool.gen of each partner when its score was cached
+    val: np.ndarray  # (capacity, depth) float32: raw pair scores (constraints applied, no waiting minimum)
+    cnt: np.ndarray  # (capacity,) int64: entries in use
+    floor: np.ndarray  # (capacity,) float32: every partner missing from the list scores at most this (-inf: none)
+    row_gen: np.ndarray  # (capacity,) int64: Pool.gen of the slot's own user when its list was built (-1: none)
 
 
 @njit(nogil=True, cache=True)
@@ -39,16 +51,12 @@ def compact(
     gen: np.ndarray,
     active: np.ndarray,
     k: int,
-    c_slot: np.ndarray,
-    c_gen: np.ndarray,
-    c_val: np.ndarray,
-    c_cnt: np.ndarray,
-    c_floor: np.ndarray,
-    row_gen: np.ndarray,
+    cols: Columns,
     fresh: np.ndarray,
     is_fresh: np.ndarray,
 ) -> int:
     """Drop stale entries of the ``n`` users' lists; write the positions of fresh rows; returns how many."""
+    c_slot, c_gen, c_val, c_cnt, c_floor, row_gen = cols
     depth = c_slot.shape[1]
     m = 0
     for g in range(n):
@@ -130,32 +138,18 @@ def fresh_scan(
     rows: np.ndarray,
     r0: int,
     c0: int,
-    bias: np.ndarray,
-    attr: np.ndarray,
-    want: np.ndarray,
-    filtered: np.ndarray,
-    slots: np.ndarray,
-    forbid_flag: np.ndarray,
-    forbid_keys: np.ndarray,
-    key_base: int,
+    users: Users,
     gen: np.ndarray,
     gate_pos: np.ndarray,
-    fv: np.ndarray,
-    fi: np.ndarray,
-    fthr: np.ndarray,
-    fworst: np.ndarray,
-    c_slot: np.ndarray,
-    c_gen: np.ndarray,
-    c_val: np.ndarray,
-    c_cnt: np.ndarray,
-    c_floor: np.ndarray,
+    lists: TopK,
+    cols: Columns,
     chunk: int,
     runs: np.ndarray,
     pen: np.ndarray,
     seg: np.ndarray,
 ) -> None:
     """Fold ``scores[r, j]`` (fresh row ``rows[r0 + r]`` against column ``c0 + j``) into the fresh rows' own
-    top-``depth`` lists (``fv``/``fi``, indexed by ``r0 + r``) and offer each score to the column user's list.
+    top-``depth`` lists (``lists``, indexed by ``r0 + r``) and offer each score to the column user's list.
 
     Screening first: a chunk of columns is looked at one score at a time only if some score in it beats the
     row's threshold or its column's gate (a branch-free max over the chunk, which vectorises); most chunks do
@@ -163,6 +157,9 @@ def fresh_scan(
     A row with filters first marks the runs of identical attributes (``runs``: start positions, then ``n``) it
     rejects as ``+inf`` in ``pen``, so they never pass screening (otherwise a picky user's low threshold makes it
     visit every score of the people it does not want: measured 2/3 of all visits)."""
+    bias, _, attr, want, filtered, slots, forbid_flag, forbid_keys, key_base = users
+    fv, fi, fthr, fworst = lists
+    c_slot, c_gen, c_val, c_cnt, c_floor, _ = cols
     ncols = scores.shape[1]
     # Views starting at the block's first column keep loop indices provably non-negative, which lets LLVM
     # vectorise the screening loop (see kernels.scan_block, where an offset index measured ~10x slower).
@@ -247,15 +244,11 @@ def store_rows(
     fi: np.ndarray,
     slots: np.ndarray,
     gen: np.ndarray,
-    c_slot: np.ndarray,
-    c_gen: np.ndarray,
-    c_val: np.ndarray,
-    c_cnt: np.ndarray,
-    c_floor: np.ndarray,
-    row_gen: np.ndarray,
+    cols: Columns,
 ) -> None:
     """Make the exact top-``depth`` lists ``fv``/``fi`` (row ``f`` belongs to position ``rows[f]``, partners are
     positions, -1 = empty) the cached lists of those users."""
+    c_slot, c_gen, c_val, c_cnt, c_floor, row_gen = cols
     depth = c_slot.shape[1]
     for f in range(m):
         s = slots[rows[f]]
@@ -283,16 +276,14 @@ def read_candidates(
     pos_of_slot: np.ndarray,
     min_score: np.ndarray,
     lowest_min: float,
-    c_slot: np.ndarray,
-    c_val: np.ndarray,
-    c_cnt: np.ndarray,
-    c_floor: np.ndarray,
+    cols: Columns,
     out_v: np.ndarray,
     out_i: np.ndarray,
     need: np.ndarray,
 ) -> int:
     """Each user's top-``k`` qualifying candidates (score desc, position asc; -1/-inf padded) from the lists;
     positions of users whose list cannot answer exactly go to ``need``; returns how many."""
+    c_slot, _, c_val, c_cnt, c_floor, _ = cols
     k = out_v.shape[1]
     m = 0
     for g in range(n):
@@ -337,12 +328,14 @@ class PairCache:
         self.capacity = 0
         self.model: object | None = None  # the model the lists were scored with (identity)
         self.relaxed = -1  # ForbiddenPairs.relaxed when the lists were built
-        self.c_slot = np.zeros((0, depth), np.int64)
-        self.c_gen = np.zeros((0, depth), np.int64)
-        self.c_val = np.zeros((0, depth), np.float32)
-        self.c_cnt = np.zeros(0, np.int64)
-        self.c_floor = np.zeros(0, np.float32)
-        self.row_gen = np.zeros(0, np.int64)
+        self.cols = Columns(
+            slot=np.zeros((0, depth), np.int64),
+            gen=np.zeros((0, depth), np.int64),
+            val=np.zeros((0, depth), np.float32),
+            cnt=np.zeros(0, np.int64),
+            floor=np.zeros(0, np.float32),
+            row_gen=np.zeros(0, np.int64),
+        )
         self.pos_of_slot = np.zeros(0, np.int64)
         self.seen = np.zeros(0, np.int64)  # Pool.gen of each slot at the previous tick (turnover estimate)
         self.grow(capacity)
@@ -358,12 +351,15 @@ class PairCache:
             out[:old] = arr
             return cast(A, out)
 
-        self.c_slot = widen(self.c_slot, -1)
-        self.c_gen = widen(self.c_gen, -1)
-        self.c_val = widen(self.c_val, -np.inf)
-        self.c_cnt = widen(self.c_cnt, 0)
-        self.c_floor = widen(self.c_floor, -np.inf)
-        self.row_gen = widen(self.row_gen, -1)
+        c = self.cols
+        self.cols = Columns(
+            slot=widen(c.slot, -1),
+            gen=widen(c.gen, -1),
+            val=widen(c.val, -np.inf),
+            cnt=widen(c.cnt, 0),
+            floor=widen(c.floor, -np.inf),
+            row_gen=widen(c.row_gen, -1),
+        )
         self.pos_of_slot = widen(self.pos_of_slot, -1)
         self.seen = widen(self.seen, -1)
         self.capacity = capacity
@@ -376,5 +372,5 @@ class PairCache:
 
     def invalidate(self) -> None:
         """Forget every list (the next tick rebuilds them all)."""
-        self.row_gen[:] = -1
-        self.c_cnt[:] = 0
+        self.cols.row_gen[:] = -1
+        self.cols.cnt[:] = 0

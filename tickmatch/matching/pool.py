@@ -8,17 +8,14 @@ join/leave/match, never inside scoring.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
 
 from tickmatch.matching.constraints import ForbiddenPairs
-
-ATTRS = ("country", "language", "gender")
-ANY = np.uint64(0xFFFF_FFFF_FFFF_FFFF)
-MAX_VALUES = 64  # distinct values per attribute and pool: one bit each in the want-masks
-UNKNOWN = -1
+from tickmatch.matching.filters import ANY, FILTER_ATTRS, MAX_VALUES, UNKNOWN
 
 
 class PoolError(ValueError):
@@ -69,15 +66,15 @@ class Pool:
         self.forbidden = ForbiddenPairs(repeat_window_s)
         self.capacity = 0
         self.size = 0
-        self.vocab = {name: Vocabulary(name) for name in ATTRS}
+        self.vocab = {name: Vocabulary(name) for name in FILTER_ATTRS}
         self.emb = np.zeros((0, dim), dtype=np.float32)
         # The raw feature vector each embedding was projected from: a new model version re-embeds from it.
         self.raw = np.zeros((0, raw_dim), dtype=np.float32)
         self.bias = np.zeros(0, dtype=np.float32)
         self.joined_at = np.zeros(0, dtype=np.float64)
         self.active = np.zeros(0, dtype=bool)
-        self.attr = np.zeros((0, len(ATTRS)), dtype=np.int8)
-        self.want = np.zeros((0, len(ATTRS)), dtype=np.uint64)
+        self.attr = np.zeros((0, len(FILTER_ATTRS)), dtype=np.int8)
+        self.want = np.zeros((0, len(FILTER_ATTRS)), dtype=np.uint64)
         # Auction prices (as partner, as "stays unmatched") from the last tick this user took part in: the
         # market's value of each waiting user, reused as the next tick's starting point. NaN: none yet.
         self.price = np.zeros((0, 2), dtype=np.float64)
@@ -96,8 +93,8 @@ class Pool:
         self.bias = _resized(self.bias, (capacity,))
         self.joined_at = _resized(self.joined_at, (capacity,))
         self.active = _resized(self.active, (capacity,))
-        self.attr = _resized(self.attr, (capacity, len(ATTRS)))
-        self.want = _resized(self.want, (capacity, len(ATTRS)))
+        self.attr = _resized(self.attr, (capacity, len(FILTER_ATTRS)))
+        self.want = _resized(self.want, (capacity, len(FILTER_ATTRS)))
         self.price = _resized(self.price, (capacity, 2))
         self.gen = _resized(self.gen, (capacity,))
         self.forbidden.resize(capacity)
@@ -129,8 +126,8 @@ class Pool:
         """Add (or refresh) a waiting user; a repeated join keeps the original join time. Returns the slot.
 
         ``blocked``: users this user must never be matched with (applied in both directions)."""
-        codes = [self.vocab[name].code(attrs.get(name)) for name in ATTRS]
-        masks = [self.vocab[name].mask(wants.get(name, ())) for name in ATTRS]
+        codes = [self.vocab[name].code(attrs.get(name)) for name in FILTER_ATTRS]
+        masks = [self.vocab[name].mask(wants.get(name, ())) for name in FILTER_ATTRS]
         slot = self._slot.get(user_id)
         if slot is not None:
             self.forbidden.on_remove(user_id, slot)  # a repeated join replaces the block list
@@ -172,7 +169,7 @@ class Pool:
             self.raw[slot] = raw
         if bias is not None:
             self.bias[slot] = bias
-        for i, name in enumerate(ATTRS):
+        for i, name in enumerate(FILTER_ATTRS):
             if attrs.get(name) is not None:
                 self.attr[slot, i] = self.vocab[name].code(attrs[name])
         return True
@@ -200,9 +197,27 @@ class Pool:
         """user id -> slot of every waiting user (read-only use)."""
         return self._slot
 
-    def record_match(self, user_a: str, user_b: str, now: float) -> None:
-        """Remember a decided pair so it is not repeated within the pool's repeat window."""
+    def take_pair(self, a: int, b: int, now: float) -> tuple[str, str]:
+        """The users in slots ``a`` and ``b`` were matched at ``now``: remove both and ban the pair from being
+        matched again within the repeat window. Returns their ids. The one place a decision changes a pool (the
+        live worker and the simulator both go through it); read what the decision needs from the slots first."""
+        user_a, user_b = self.ids[a], self.ids[b]
+        if user_a is None or user_b is None or a == b:
+            raise PoolError(f"slots {a} and {b} do not hold two waiting users")
+        self.remove(user_a)
+        self.remove(user_b)
         self.forbidden.record_match(user_a, user_b, now)
+        return user_a, user_b
+
+    def reembed(self, embed: Callable[[npt.NDArray[np.float32]], npt.NDArray[np.float32]]) -> int:
+        """A new model version: every waiting user's embedding recomputed from their stored raw features with
+        ``embed`` (raw rows -> embedding rows, one matrix product for the whole pool). Returns how many.
+
+        ``gen`` is not bumped: the engine's pair cache notices the new model object and rebuilds every list."""
+        slots = self.active_slots()
+        if slots.size:
+            self.emb[slots] = embed(self.raw[slots])
+        return int(slots.size)
 
     def active_slots(self) -> npt.NDArray[np.intp]:
         """Occupied slots in ascending order."""

@@ -2,8 +2,8 @@
 
 Why on purpose: the engine runs its own scan threads, each calling BLAS on one block; a multi-threaded BLAS
 inside them oversubscribes the cores (2 engine threads x 2 BLAS threads on 2 cores). And a full garbage
-collection over a big heap inside a tick costs ~100 ms (DESIGN §3), so long-lived objects are frozen after
-warm-up and collection is paused while a tick runs.
+collection over a big heap inside a tick costs ~100 ms and more (README, "Facts we rely on"), so long-lived objects
+are frozen after warm-up and collection is paused while a tick runs.
 """
 
 from __future__ import annotations
