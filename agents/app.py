@@ -1,8 +1,9 @@
 """The Faust app factory: every piece of worker wiring in one place.
 
-``create_app`` builds the app and its topics, the Kafka-free :class:`WorkerRuntime`, and attaches to the app: the
-ingest agent and its windowed tables, the outcome-stats agent, the tick timer, the model follower service and the
-partition-revoke handler. Tests pass a recording sink and a manual clock (``tickmatch.testing``).
+``create_app`` builds the app and its topics and the Kafka-free :class:`WorkerRuntime`, and attaches to the app:
+the worker loop service (batch ingest of ``events``, ticks, batched output, the partition-revoke handling of its
+consumer), the outcome-stats agent and its windowed tables, and the model follower service. Tests pass a
+recording sink and a manual clock (``tickmatch.testing``).
 """
 
 from __future__ import annotations
@@ -18,10 +19,11 @@ from faust.types import AgentT
 from faust.types.tables import WindowWrapperT
 from mode.utils.types.trees import NodeT
 
-from tickmatch.agents import ingest, stats, tick
+from tickmatch.agents import stats
 from tickmatch.agents.follower import ModelFollower
+from tickmatch.agents.ingest import WorkerLoop
 from tickmatch.agents.runtime import WorkerRuntime
-from tickmatch.agents.sink import Sink, TopicSink
+from tickmatch.agents.sink import FlushingSink, TopicSink
 from tickmatch.schemas import register_codec
 from tickmatch.stream.settings import Settings
 from tickmatch.stream.topics import Topics, bootstrap_of, declare
@@ -34,9 +36,9 @@ class Built:
     app: faust.App
     topics: Topics
     runtime: WorkerRuntime
-    ingest: AgentT[Any]
     outcome_stats: AgentT[Any]
     tables: dict[str, WindowWrapperT]
+    loop: type[WorkerLoop]
 
 
 def faust_config(settings: Settings) -> dict[str, Any]:
@@ -63,7 +65,7 @@ def faust_config(settings: Settings) -> dict[str, Any]:
 
 def create_app(
     settings: Settings,
-    sink: Sink | None = None,
+    sink: FlushingSink | None = None,
     clock: Callable[[], float] = time.time,
     **faust_overrides: Any,
 ) -> Built:
@@ -75,13 +77,19 @@ def create_app(
     register_codec()
     app = faust.App(settings.app_id, **(faust_config(settings) | faust_overrides))
     topics = declare(app, settings)
-    runtime = WorkerRuntime(settings, sink if sink is not None else TopicSink(topics), clock)
+    out: FlushingSink = sink if sink is not None else TopicSink(settings)
+    runtime = WorkerRuntime(settings, out, clock)
+    bootstrap = bootstrap_of(settings.broker_url)
 
-    ingest_agent, ingest_tables = ingest.register(app, runtime, topics)
+    @app.service
+    class Loop(WorkerLoop):
+        """This app's worker loop, bound to its runtime, sink and broker."""
+
+        def __init__(self, *, beacon: NodeT[Any] | None = None, loop: asyncio.AbstractEventLoop | None = None):
+            super().__init__(runtime, out, bootstrap, beacon=beacon, loop=loop)
+
     stats_agent, stats_tables = stats.register(app, settings, topics)
-    tick.register(app, runtime)
     if settings.follow_models:
-        bootstrap = bootstrap_of(settings.broker_url)
 
         @app.service
         class Follower(ModelFollower):
@@ -90,10 +98,4 @@ def create_app(
             def __init__(self, *, beacon: NodeT[Any] | None = None, loop: asyncio.AbstractEventLoop | None = None):
                 super().__init__(runtime, bootstrap, beacon=beacon, loop=loop)
 
-    events_topic = settings.topic("events")
-
-    @app.on_partitions_revoked.connect  # type: ignore[arg-type]
-    async def on_revoked(sender: Any, revoked: set[Any], **_: Any) -> None:
-        runtime.drop_partitions({tp.partition for tp in revoked if tp.topic == events_topic})
-
-    return Built(app, topics, runtime, ingest_agent, stats_agent, {**ingest_tables, **stats_tables})
+    return Built(app, topics, runtime, stats_agent, stats_tables, Loop)

@@ -33,7 +33,7 @@ def apply_update(runtime: WorkerRuntime, value: bytes | None) -> str | None:
         if not isinstance(record, ModelUpdate):
             raise DecodeError("unknown-type", f"expected a model-update, got {record.TYPE}")
         scorer = from_update(record).scorer(runtime.settings.embed_dim)
-        runtime.set_model(scorer)
+        runtime.offer_model(scorer)
     except (DecodeError, ModelError, ValueError) as exc:
         runtime.count("models.rejected")
         log.warning("model update rejected", extra={"error": str(exc)})

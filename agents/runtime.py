@@ -1,7 +1,10 @@
-"""The worker's state and logic, independent of Faust: pools per shard, the label join, tick bookkeeping.
+"""The worker's state and logic, independent of Faust and Kafka: pools per shard, the label join, ticks.
 
-Agents stay thin: they hand raw messages to :class:`WorkerRuntime` and it writes results through a
-:class:`Sink`. Tests drive the same runtime with a recording sink and an injected clock.
+Everything here is synchronous: the worker loop (``tickmatch.agents.ingest``) hands it whole batches of raw
+messages and calls :meth:`WorkerRuntime.tick` between batches, and outputs go to a :class:`Sink` that only queues
+them (the loop sends them afterwards, without awaiting each). So no event is applied while a tick runs, and a
+tick never interleaves with another or with a model swap. Tests drive the same runtime with
+``tickmatch.testing.RecordingSink`` and ``ManualClock``.
 """
 
 from __future__ import annotations
@@ -11,9 +14,12 @@ import os
 import socket
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
+import numpy.typing as npt
 
 from tickmatch.agents.sink import Sink
 from tickmatch.learning.features import RAW_DIM, featurize, update_raw
@@ -28,14 +34,41 @@ from tickmatch.schemas import (
     Leave,
     MatchDecision,
     ProfileUpdate,
+    ShardStats,
     TickStats,
     decode_event,
-    encode,
 )
 from tickmatch.schemas.records import InputEvent
 from tickmatch.stream.settings import Settings
 
 log = logging.getLogger(__name__)
+
+
+class Message(Protocol):
+    """What the runtime needs of a consumed Kafka record (aiokafka's ``ConsumerRecord`` has it)."""
+
+    @property
+    def topic(self) -> str: ...
+
+    @property
+    def partition(self) -> int: ...
+
+    @property
+    def offset(self) -> int: ...
+
+    @property
+    def key(self) -> bytes | None: ...
+
+    @property
+    def value(self) -> bytes | None: ...
+
+
+@dataclass(slots=True)
+class _ShardActivity:
+    """Counts since the shard's last tick (emitted as a ``ShardStats`` record, then reset)."""
+
+    arrivals: int = 0
+    departures: int = 0
 
 
 class WorkerRuntime:
@@ -48,10 +81,12 @@ class WorkerRuntime:
         self.worker = settings.worker_name or f"{socket.gethostname()}-{os.getpid()}"
         self.pools: dict[str, Pool] = {}
         self.shard_partition: dict[str, int] = {}
+        self.activity: dict[str, _ShardActivity] = {}
         self.labels = LabelJoin(settings.label_grace_s, settings.censor_after_s, settings.orphan_grace_s)
         self.tick_id = 0
         self.engine = Engine(settings.embed_dim, EngineConfig(k=settings.match_k, threads=settings.match_threads))
         self.scorer: Scorer = heuristic_scorer(settings.embed_dim)
+        self.pending_model: Scorer | None = None
         self.last_swap_ms = 0.0
         self.curve = settings.wait_curve()
         cfg = self.engine.config
@@ -63,17 +98,27 @@ class WorkerRuntime:
         """Version of the model the next tick will use."""
         return self.scorer.version
 
+    def offer_model(self, scorer: Scorer) -> None:
+        """Queue a new version; the worker loop swaps it in between two ticks (:meth:`swap_pending_model`). The
+        model follower runs on the event loop while a tick may be matching in a thread: it must not re-embed
+        pools the tick is reading."""
+        self._check_model(scorer)
+        self.pending_model = scorer
+
+    def swap_pending_model(self) -> bool:
+        """Swap in the newest offered version, if any (older offers were superseded)."""
+        scorer, self.pending_model = self.pending_model, None
+        if scorer is None:
+            return False
+        self.set_model(scorer)
+        return True
+
     def set_model(self, scorer: Scorer) -> None:
         """Hot-swap the scoring model: re-embed every waiting user from their stored raw features with the new
-        projection, then switch. Runs between ticks (no await inside, and a tick matches all its pools without
-        awaiting), so a tick sees either the old scorer and old embeddings or the new scorer and new
-        embeddings, never a mix. Costs one (waiting x raw_dim) x (raw_dim x dim) product per pool, measured in
-        ``last_swap_ms``."""
-        if scorer.dim != self.settings.embed_dim or scorer.raw_dim != RAW_DIM:
-            raise ValueError(
-                f"model {scorer.version} maps {scorer.raw_dim} raw features to {scorer.dim} dims; this worker "
-                f"needs {RAW_DIM} -> {self.settings.embed_dim}"
-            )
+        projection, then switch. Call it between ticks: a tick reads the scorer once, so it sees either the old
+        scorer and old embeddings or the new scorer and new embeddings, never a mix. Costs one
+        (waiting x raw_dim) x (raw_dim x dim) product per pool, measured in ``last_swap_ms``."""
+        self._check_model(scorer)
         started = time.perf_counter()
         for pool in self.pools.values():
             pool.reembed(scorer.embed)
@@ -81,6 +126,13 @@ class WorkerRuntime:
         self.last_swap_ms = (time.perf_counter() - started) * 1000.0
         self.count("model_swaps")
         log.info("model swapped", extra={"version": scorer.version, "swap_ms": round(self.last_swap_ms, 3)})
+
+    def _check_model(self, scorer: Scorer) -> None:
+        if scorer.dim != self.settings.embed_dim or scorer.raw_dim != RAW_DIM:
+            raise ValueError(
+                f"model {scorer.version} maps {scorer.raw_dim} raw features to {scorer.dim} dims; this worker "
+                f"needs {RAW_DIM} -> {self.settings.embed_dim}"
+            )
 
     def close(self) -> None:
         """Stop the matching engine's threads."""
@@ -97,47 +149,64 @@ class WorkerRuntime:
             pool = self.pools[shard] = Pool(
                 self.settings.embed_dim, repeat_window_s=self.settings.repeat_window_s, raw_dim=RAW_DIM
             )
+            self.activity[shard] = _ShardActivity()
         return pool
 
-    async def on_message(
-        self, key: bytes | None, value: bytes | None, partition: int, origin: str
-    ) -> InputEvent | None:
-        """Decode, validate and apply one raw input message; anything wrong goes to the DLQ with a reason."""
-        try:
-            event = decode_event(value)
-            if key is not None and key != event.shard.encode():
-                raise DecodeError("key-mismatch", f"message key {key!r} differs from shard {event.shard!r}")
-        except DecodeError as exc:
-            self.count(f"dlq.{exc.reason}")
-            await self.sink.dead_letter(key, value, exc.reason, str(exc), origin)
-            return None
-        try:
-            await self.apply(event, partition)
-        except PoolError as exc:
-            self.count("dlq.rejected")
-            await self.sink.dead_letter(key, value, "rejected", str(exc), origin)
-            return None
-        return event
+    # -- ingest -----------------------------------------------------------------------------------------------
+    def apply_batch(self, messages: Sequence[Message]) -> int:
+        """Decode, validate and apply consumed messages in order; anything wrong goes to the DLQ with a reason.
+        Returns how many were applied.
 
-    async def apply(self, event: InputEvent, partition: int) -> None:
-        """Apply a validated event to the shard state."""
-        self.shard_partition[event.shard] = partition
+        The batch's joins are featurized first and embedded with one matrix product (a join's features do not
+        depend on the pool), then every event is applied in its offset order, so a join and a leave of the
+        same user in one batch end as they would one by one."""
+        decoded: list[tuple[Message, InputEvent]] = []
+        for msg in messages:
+            try:
+                event = decode_event(msg.value)
+                if msg.key is not None and msg.key != event.shard.encode():
+                    raise DecodeError("key-mismatch", f"message key {msg.key!r} differs from shard {event.shard!r}")
+            except DecodeError as exc:
+                self._reject(msg, exc.reason, str(exc))
+                continue
+            decoded.append((msg, event))
+        joins = [event for _, event in decoded if type(event) is Join]
+        raw = np.empty((len(joins), RAW_DIM), dtype=np.float32)
+        for j, join in enumerate(joins):
+            raw[j] = featurize(_profile(join), join.signals)
+        emb = self.scorer.embed(raw) if joins else raw
+        j = 0
+        applied = 0
+        now = self.clock()
+        for msg, event in decoded:
+            try:
+                if type(event) is Join:
+                    self._join(event, msg.partition, now, raw[j], emb[j])
+                    j += 1
+                else:
+                    self.apply(event, msg.partition)
+            except PoolError as exc:
+                self._reject(msg, "rejected", str(exc))
+                continue
+            applied += 1
+        return applied
+
+    def _reject(self, msg: Message, reason: str, detail: str) -> None:
+        self.count(f"dlq.{reason}")
+        self.sink.dead_letter(msg.key, msg.value, reason, detail, f"{msg.topic}/{msg.partition}/{msg.offset}")
+
+    def apply(self, event: InputEvent, partition: int) -> None:
+        """Apply one validated event to the shard state (tests and single events; batches use
+        :meth:`apply_batch`)."""
         if isinstance(event, Join):
-            attrs = _profile(event)
-            wants = {"country": event.want_country, "language": event.want_language, "gender": event.want_gender}
-            raw = featurize(attrs, event.signals)
-            self.pool(event.shard).add(
-                event.user_id,
-                self.clock(),
-                self.scorer.embed(raw[None, :])[0],
-                attrs,
-                wants,
-                blocked=event.blocked,
-                raw=raw,
-            )
-            self.count("joins")
-        elif isinstance(event, Leave):
-            self.pool(event.shard).remove(event.user_id)
+            raw = featurize(_profile(event), event.signals)
+            self._join(event, partition, self.clock(), raw, self.scorer.embed(raw[None, :])[0])
+            return
+        self.shard_partition[event.shard] = partition
+        if isinstance(event, Leave):
+            pool = self.pool(event.shard)
+            if pool.remove(event.user_id) is not None:
+                self.activity[event.shard].departures += 1
             self.count("leaves")
         elif isinstance(event, ProfileUpdate):
             pool = self.pool(event.shard)
@@ -148,42 +217,53 @@ class WorkerRuntime:
                 pool.update_features(event.user_id, self.scorer.embed(raw[None, :])[0], attrs, raw=raw)
             self.count("profile_updates")
         else:
-            await self._on_chat_end(event)
+            self._on_chat_end(event)
 
-    async def _on_chat_end(self, end: ChatEnd) -> None:
+    def _join(
+        self, event: Join, partition: int, now: float, raw: npt.NDArray[np.float32], emb: npt.NDArray[np.float32]
+    ) -> None:
+        self.shard_partition[event.shard] = partition
+        wants = {"country": event.want_country, "language": event.want_language, "gender": event.want_gender}
+        self.pool(event.shard).add(event.user_id, now, emb, _profile(event), wants, blocked=event.blocked, raw=raw)
+        self.activity[event.shard].arrivals += 1
+        self.count("joins")
+
+    def _on_chat_end(self, end: ChatEnd) -> None:
         outcome, label = self.labels.add_end(end, self.clock())
         self.count(f"chat_end.{outcome.value}")
         if label is not None:
-            await self.sink.label(label)
+            self.sink.label(label)
         if outcome is EndOutcome.WRONG_USER:
-            await self.sink.dead_letter(
-                end.shard.encode(),
-                encode(end),
-                "user-not-in-match",
-                f"user {end.user_id!r} is not part of match {end.match_id!r}",
-                "labels",
+            self.sink.dead_letter_record(
+                end, "user-not-in-match", f"user {end.user_id!r} is not part of match {end.match_id!r}", "labels"
             )
 
-    async def tick(self) -> TickStats:
-        """One matching round over every local shard, then label deadlines; emits decisions and stats."""
+    # -- tick -------------------------------------------------------------------------------------------------
+    def tick(self) -> TickStats:
+        """One matching round over every local shard, then label deadlines; queues decisions, labels and stats."""
         self.tick_id += 1
         now = self.clock()
         model = self.scorer.bilinear  # read once: every pool of this tick uses the same version
         started = time.perf_counter()
         waiting = 0
         decisions: list[MatchDecision] = []
+        shard_stats: list[ShardStats] = []
         for shard, pool in self.pools.items():
             expired = pool.expire(now, self.settings.wait_ttl_s)
             if expired:
                 self.count("expired", len(expired))
             pool.forbidden.prune(now, pool.slot_map)
-            waiting += len(pool)
+            before = len(pool)
+            waiting += before
             with gc_paused():
                 found = self.engine.match(pool, model, self.curve, now)
+            wait_sum = 0.0
             for a, b, score in zip(found.a.tolist(), found.b.tolist(), found.score.tolist(), strict=True):
-                wait_a, wait_b = now - pool.joined_at[a], now - pool.joined_at[b]
+                wait_a = max(now - float(pool.joined_at[a]), 0.0)
+                wait_b = max(now - float(pool.joined_at[b]), 0.0)
                 features_a, features_b = tuple(pool.raw[a].tolist()), tuple(pool.raw[b].tolist())
                 user_a, user_b = pool.take_pair(a, b, now)
+                wait_sum += wait_a + wait_b
                 decisions.append(
                     MatchDecision(
                         match_id=uuid.uuid4().hex,
@@ -195,23 +275,26 @@ class WorkerRuntime:
                         model_version=model.version,
                         policy=self.policy,
                         decided_at=now,
-                        wait_a_s=float(max(wait_a, 0.0)),
-                        wait_b_s=float(max(wait_b, 0.0)),
+                        wait_a_s=wait_a,
+                        wait_b_s=wait_b,
                         features_a=features_a,
                         features_b=features_b,
                     )
                 )
+            activity = self.activity[shard]
+            if before or activity.arrivals or activity.departures:
+                counts = (activity.arrivals, activity.departures, 2 * len(found), wait_sum)
+                shard_stats.append(ShardStats(shard, self.tick_id, now, before, *counts))
+            activity.arrivals = activity.departures = 0
         elapsed_ms = (time.perf_counter() - started) * 1000.0
         for decision in decisions:
-            await self.sink.decision(decision)
+            self.sink.decision(decision)
             labels, rejected = self.labels.add_decision(decision, now)
             for label in labels:
-                await self.sink.label(label)
+                self.sink.label(label)
             for end, outcome in rejected:
-                await self.sink.dead_letter(
-                    end.shard.encode(), encode(end), outcome.value, f"held chat-end rejected: {outcome.value}", "labels"
-                )
-        await self.sweep_labels(now)
+                self.sink.dead_letter_record(end, outcome.value, f"held chat-end rejected: {outcome.value}", "labels")
+        self.sweep_labels(now)
         stats = TickStats(
             worker=self.worker,
             tick_id=self.tick_id,
@@ -220,23 +303,21 @@ class WorkerRuntime:
             pairs=len(decisions),
             elapsed_ms=elapsed_ms,
         )
-        await self.sink.tick_stats(stats)
+        for record in shard_stats:
+            self.sink.shard_stats(record)
+        self.sink.tick_stats(stats)
         self.count("decisions", len(decisions))
         return stats
 
-    async def sweep_labels(self, now: float) -> None:
+    def sweep_labels(self, now: float) -> None:
         """Emit labels whose grace or censoring deadline passed; dead-letter chat-ends of unknown matches."""
         labels, dead = self.labels.sweep(now)
         for label in labels:
-            await self.sink.label(label)
+            self.sink.label(label)
         for end in dead:
             self.count("dlq.unknown-match")
-            await self.sink.dead_letter(
-                end.shard.encode(),
-                encode(end),
-                "unknown-match",
-                f"no decision {end.match_id!r} within {self.settings.orphan_grace_s}s",
-                "labels",
+            self.sink.dead_letter_record(
+                end, "unknown-match", f"no decision {end.match_id!r} within {self.settings.orphan_grace_s}s", "labels"
             )
 
     def drop_partitions(self, partitions: set[int]) -> list[str]:
@@ -244,6 +325,7 @@ class WorkerRuntime:
         gone = [s for s, p in self.shard_partition.items() if p in partitions]
         for shard in gone:
             self.pools.pop(shard, None)
+            self.activity.pop(shard, None)
             del self.shard_partition[shard]
         dropped = self.labels.forget_shards(set(gone))
         if gone:

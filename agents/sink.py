@@ -1,49 +1,108 @@
 """Where a worker's outputs go: the runtime writes through :class:`Sink`; :class:`TopicSink` is the Kafka one.
 
-Tests hand the app factory a recording sink instead (``tickmatch.testing.RecordingSink``).
+Sink methods are synchronous and only queue: the runtime never awaits an output. :class:`TopicSink` encodes each
+record once into msgpack bytes and keeps ``(topic, key, value, headers)`` until the worker loop calls
+:meth:`TopicSink.flush`, which hands the whole batch to the producer without waiting for each delivery. Tests
+hand the app factory a recording sink instead (``tickmatch.testing.RecordingSink``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from typing import Protocol
+from typing import Any, Protocol
 
-from tickmatch.schemas import DurationLabel, MatchDecision, TickStats
-from tickmatch.stream.topics import Topics
+from aiokafka import AIOKafkaProducer
+
+from tickmatch.schemas import DurationLabel, MatchDecision, Record, ShardStats, TickStats, encode
+from tickmatch.stream import topics as names
+from tickmatch.stream.settings import Settings
 
 log = logging.getLogger(__name__)
+
+Headers = list[tuple[str, bytes]]
 
 
 class Sink(Protocol):
     """Where the runtime's outputs go (Kafka topics in the worker, lists in tests)."""
 
-    async def decision(self, decision: MatchDecision) -> None: ...
+    def decision(self, decision: MatchDecision) -> None: ...
 
-    async def label(self, label: DurationLabel) -> None: ...
+    def label(self, label: DurationLabel) -> None: ...
 
-    async def dead_letter(
-        self, key: bytes | None, value: bytes | None, reason: str, detail: str, origin: str
-    ) -> None: ...
+    def dead_letter(self, key: bytes | None, value: bytes | None, reason: str, detail: str, origin: str) -> None: ...
 
-    async def tick_stats(self, stats: TickStats) -> None: ...
+    def dead_letter_record(self, record: ChatEndLike, reason: str, detail: str, origin: str) -> None: ...
+
+    def tick_stats(self, stats: TickStats) -> None: ...
+
+    def shard_stats(self, stats: ShardStats) -> None: ...
+
+
+class FlushingSink(Sink, Protocol):
+    """A sink the worker loop drains after every batch and tick (``TopicSink``; ``RecordingSink`` has nothing to
+    drain)."""
+
+    queued: Any
+
+    async def flush(self, producer: AIOKafkaProducer) -> list[asyncio.Future[Any]]: ...
+
+
+class ChatEndLike(Protocol):
+    """A record that belongs to a shard (what the label join dead-letters: chat-ends)."""
+
+    @property
+    def shard(self) -> str: ...
+
+
+def dlq_headers(reason: str, detail: str, origin: str) -> Headers:
+    """The dead-letter headers every DLQ record carries (the README documents them)."""
+    return [("reason", reason.encode()), ("detail", detail.encode()[:1024]), ("origin", origin.encode())]
 
 
 class TopicSink:
-    """Writes runtime outputs to Kafka topics, keyed by shard (so outputs stay co-partitioned with inputs)."""
+    """Queues encoded outputs for the topics of ``settings``, keyed by shard (so outputs stay co-partitioned with
+    inputs); :meth:`flush` sends what is queued."""
 
-    def __init__(self, topics: Topics) -> None:
-        self.topics = topics
+    def __init__(self, settings: Settings) -> None:
+        self.decisions_topic = settings.topic(names.DECISIONS)
+        self.labels_topic = settings.topic(names.LABELS)
+        self.dlq_topic = settings.topic(names.DLQ)
+        self.ticks_topic = settings.topic(names.TICKS)
+        self.queued: list[tuple[str, bytes | None, bytes, Headers | None]] = []
+        self.sent = 0
+        self.failed = 0
 
-    async def decision(self, decision: MatchDecision) -> None:
-        await self.topics.decisions.send(key=decision.shard.encode(), value=decision.to_dict())
+    def decision(self, decision: MatchDecision) -> None:
+        self.queued.append((self.decisions_topic, decision.shard.encode(), encode(decision), None))
 
-    async def label(self, label: DurationLabel) -> None:
-        await self.topics.labels.send(key=label.shard.encode(), value=label.to_dict())
+    def label(self, label: DurationLabel) -> None:
+        self.queued.append((self.labels_topic, label.shard.encode(), encode(label), None))
 
-    async def dead_letter(self, key: bytes | None, value: bytes | None, reason: str, detail: str, origin: str) -> None:
-        headers = [("reason", reason.encode()), ("detail", detail.encode()[:1024]), ("origin", origin.encode())]
-        log.warning("dead-lettered event", extra={"reason": reason, "detail": detail, "origin": origin})
-        await self.topics.dlq.send(key=key, value=value if value is not None else b"", headers=headers)
+    def dead_letter(self, key: bytes | None, value: bytes | None, reason: str, detail: str, origin: str) -> None:
+        if log.isEnabledFor(logging.WARNING):
+            log.warning("dead-lettered event", extra={"reason": reason, "detail": detail, "origin": origin})
+        self.queued.append(
+            (self.dlq_topic, key, value if value is not None else b"", dlq_headers(reason, detail, origin))
+        )
 
-    async def tick_stats(self, stats: TickStats) -> None:
-        await self.topics.ticks.send(key=stats.worker.encode(), value=stats.to_dict())
+    def dead_letter_record(self, record: ChatEndLike, reason: str, detail: str, origin: str) -> None:
+        assert isinstance(record, Record)
+        self.dead_letter(record.shard.encode(), encode(record), reason, detail, origin)
+
+    def tick_stats(self, stats: TickStats) -> None:
+        self.queued.append((self.ticks_topic, stats.worker.encode(), encode(stats), None))
+
+    def shard_stats(self, stats: ShardStats) -> None:
+        self.queued.append((self.ticks_topic, stats.shard.encode(), encode(stats), None))
+
+    async def flush(self, producer: AIOKafkaProducer) -> list[asyncio.Future[Any]]:
+        """Hand every queued record to the producer; returns the delivery futures (awaited by the caller when it
+        needs them, e.g. before committing offsets or on shutdown). ``send`` only waits when the producer's
+        buffer is full: that is the back-pressure that slows the loop when the broker cannot keep up."""
+        queued, self.queued = self.queued, []
+        futures = []
+        for topic, key, value, headers in queued:
+            futures.append(await producer.send(topic, value=value, key=key, headers=headers))
+        self.sent += len(queued)
+        return futures

@@ -12,6 +12,7 @@ from tickmatch.schemas.records import (
     ModelUpdate,
     ProfileUpdate,
     Record,
+    ShardStats,
     TickStats,
 )
 
@@ -27,6 +28,7 @@ __all__ = [
     "ProfileUpdate",
     "Record",
     "SchemaError",
+    "ShardStats",
     "TickStats",
     "decode_event",
     "decode_record",

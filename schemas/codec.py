@@ -30,7 +30,7 @@ class DecodeError(ValueError):
 
 def encode(record: Record) -> bytes:
     """Serialise a record to msgpack."""
-    return cast(bytes, msgpack.packb(record.to_dict(), use_bin_type=True))
+    return cast(bytes, msgpack.packb(record.wire(), use_bin_type=True))
 
 
 def _unpack(data: bytes, limit: int = MAX_EVENT_BYTES) -> dict[str, Any]:
@@ -83,7 +83,7 @@ class MsgpackCodec(codecs.Codec):
 
     def _dumps(self, obj: Any) -> bytes:
         if isinstance(obj, Record):
-            obj = obj.to_dict()
+            obj = obj.wire()
         return cast(bytes, msgpack.packb(obj, use_bin_type=True))
 
     def _loads(self, s: bytes) -> Any:

@@ -1,12 +1,14 @@
-"""Test helpers shipped with the package (as bytewax ships ``bytewax.testing``): a sink that records every output
-and a clock the test sets. The app factory and :class:`~tickmatch.agents.runtime.WorkerRuntime` take both, so a
-test builds a worker around them instead of patching one after construction."""
+"""Test helpers shipped with the package (as bytewax ships ``bytewax.testing``): a sink that records every output,
+a clock the test sets and a consumed-message stand-in. The app factory and
+:class:`~tickmatch.agents.runtime.WorkerRuntime` take the sink and the clock, so a test builds a worker around
+them instead of patching one after construction."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
-from tickmatch.schemas import DurationLabel, MatchDecision, TickStats
+from tickmatch.schemas import DurationLabel, MatchDecision, Record, ShardStats, TickStats, encode
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,22 +30,52 @@ class RecordingSink:
     labels: list[DurationLabel] = field(default_factory=list)
     dead: list[DeadLettered] = field(default_factory=list)
     ticks: list[TickStats] = field(default_factory=list)
+    shards: list[ShardStats] = field(default_factory=list)
 
-    async def decision(self, decision: MatchDecision) -> None:
+    def decision(self, decision: MatchDecision) -> None:
         self.decisions.append(decision)
 
-    async def label(self, label: DurationLabel) -> None:
+    def label(self, label: DurationLabel) -> None:
         self.labels.append(label)
 
-    async def dead_letter(self, key: bytes | None, value: bytes | None, reason: str, detail: str, origin: str) -> None:
+    def dead_letter(self, key: bytes | None, value: bytes | None, reason: str, detail: str, origin: str) -> None:
         self.dead.append(DeadLettered(key, value, reason, detail, origin))
 
-    async def tick_stats(self, stats: TickStats) -> None:
+    def dead_letter_record(self, record: Any, reason: str, detail: str, origin: str) -> None:
+        assert isinstance(record, Record)
+        self.dead_letter(record.shard.encode(), encode(record), reason, detail, origin)  # type: ignore[attr-defined]
+
+    def tick_stats(self, stats: TickStats) -> None:
         self.ticks.append(stats)
+
+    def shard_stats(self, stats: ShardStats) -> None:
+        self.shards.append(stats)
+
+    queued: tuple[()] = ()  # nothing waits to be sent: every output is recorded as it is written
+
+    async def flush(self, producer: Any) -> list[Any]:
+        """Nothing to send (the worker loop calls this after every batch and tick)."""
+        return []
 
     def reasons(self) -> list[str]:
         """The dead-letter reasons so far, in order."""
         return [d.reason for d in self.dead]
+
+
+@dataclass(frozen=True, slots=True)
+class Msg:
+    """A consumed message as the runtime sees it (aiokafka's ``ConsumerRecord`` in the worker)."""
+
+    value: bytes | None
+    key: bytes | None = None
+    partition: int = 0
+    offset: int = 0
+    topic: str = "events"
+
+    @classmethod
+    def of(cls, record: Record, partition: int = 0, offset: int = 0) -> Msg:
+        """A well-formed message carrying ``record``, keyed by its shard."""
+        return cls(encode(record), record.shard.encode(), partition, offset)  # type: ignore[attr-defined]
 
 
 @dataclass(slots=True)

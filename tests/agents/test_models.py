@@ -36,11 +36,11 @@ def runtime_with(sink: RecordingSink, clock: ManualClock) -> WorkerRuntime:
     return WorkerRuntime(Settings(app_id="test-models", censor_after_s=30.0, label_grace_s=1.0), sink, clock)
 
 
-async def join_many(runtime: WorkerRuntime, n: int, seed: int = 0) -> None:
+def join_many(runtime: WorkerRuntime, n: int, seed: int = 0) -> None:
     rng = np.random.default_rng(seed)
     for i in range(n):
         signals = tuple(float(v) for v in rng.standard_normal(4).round(3))
-        await runtime.apply(Join(f"u{i}", "s", 1.0, language="en", signals=signals), partition=0)
+        runtime.apply(Join(f"u{i}", "s", 1.0, language="en", signals=signals), partition=0)
 
 
 def expected_score(scorer: Scorer, decision: MatchDecision) -> float:
@@ -51,7 +51,7 @@ def expected_score(scorer: Scorer, decision: MatchDecision) -> float:
 
 async def test_swap_reembeds_waiting_users_from_their_raw_features() -> None:
     runtime = runtime_with(RecordingSink(), ManualClock())
-    await join_many(runtime, 40)
+    join_many(runtime, 40)
     scorer = learned("duration-v1", 1).scorer(runtime.settings.embed_dim)
     runtime.set_model(scorer)
     pool = runtime.pools["s"]
@@ -66,8 +66,8 @@ async def test_a_version_arriving_mid_tick_waits_for_the_next_tick() -> None:
     clock = ManualClock()
 
     class SwapDuringSend(RecordingSink):
-        async def decision(self, decision: MatchDecision) -> None:
-            await super().decision(decision)
+        def decision(self, decision: MatchDecision) -> None:
+            super().decision(decision)
             if len(self.decisions) == 1:
                 runtime.set_model(new)
 
@@ -76,16 +76,16 @@ async def test_a_version_arriving_mid_tick_waits_for_the_next_tick() -> None:
     old = learned("duration-v1", 1).scorer(runtime.settings.embed_dim)
     new = learned("duration-v2", 2).scorer(runtime.settings.embed_dim)
     runtime.set_model(old)
-    await join_many(runtime, 60)
-    await runtime.tick()
+    join_many(runtime, 60)
+    runtime.tick()
     first = list(sink.decisions)
     assert len(first) > 5
     assert {d.model_version for d in first} == {"duration-v1"}
     for d in first:
         assert d.score == pytest.approx(expected_score(old, d), rel=1e-4, abs=1e-4)
-    await join_many(runtime, 60, seed=1)
+    join_many(runtime, 60, seed=1)
     clock.advance(1.0)
-    await runtime.tick()
+    runtime.tick()
     second = sink.decisions[len(first) :]
     assert second and {d.model_version for d in second} == {"duration-v2"}
     for d in second:
@@ -94,16 +94,16 @@ async def test_a_version_arriving_mid_tick_waits_for_the_next_tick() -> None:
 
 async def test_profile_update_changes_only_what_it_names() -> None:
     runtime = runtime_with(RecordingSink(), ManualClock())
-    await runtime.apply(Join("u", "s", 1.0, language="en", country="US", signals=(1.0, 2.0)), partition=0)
+    runtime.apply(Join("u", "s", 1.0, language="en", country="US", signals=(1.0, 2.0)), partition=0)
     pool = runtime.pools["s"]
     slot = pool.slot_of("u")
     assert slot is not None
     before = pool.raw[slot].copy()
-    await runtime.apply(ProfileUpdate("u", "s", 2.0, country="GB"), partition=0)
+    runtime.apply(ProfileUpdate("u", "s", 2.0, country="GB"), partition=0)
     after = pool.raw[slot]
     assert after[SIGNAL_BASE] == 1.0 and after[SIGNAL_BASE + 1] == 2.0  # signals kept
     assert not np.array_equal(before, after)
-    await runtime.apply(ProfileUpdate("u", "s", 3.0, signals=(5.0,)), partition=0)
+    runtime.apply(ProfileUpdate("u", "s", 3.0, signals=(5.0,)), partition=0)
     assert pool.raw[slot][SIGNAL_BASE] == 5.0 and pool.raw[slot][SIGNAL_BASE + 1] == 0.0
     np.testing.assert_allclose(pool.emb[slot], runtime.scorer.embed(pool.raw[slot][None, :])[0], rtol=1e-6)
 
@@ -112,6 +112,8 @@ async def test_bad_model_updates_are_refused_and_the_current_model_stays() -> No
     runtime = runtime_with(RecordingSink(), ManualClock())
     good = to_update(learned("duration-v3", 3), Trainer(), 5.0)
     assert apply_update(runtime, encode(good)) == "duration-v3"
+    assert runtime.model_version != "duration-v3"  # offered: the worker loop swaps it in between two ticks
+    assert runtime.swap_pending_model() and not runtime.swap_pending_model()
     np.testing.assert_array_equal(from_update(good).weights, learned("duration-v3", 3).weights)
     next_version = to_update(learned("duration-v4", 4), Trainer(), 6.0)
     inconsistent = replace(next_version, weights=next_version.weights[:-1])  # raw_dim^2 - 1 weights

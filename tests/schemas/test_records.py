@@ -19,6 +19,7 @@ from tickmatch.schemas import (
     ModelUpdate,
     ProfileUpdate,
     Record,
+    ShardStats,
     TickStats,
     decode_event,
     decode_record,
@@ -35,6 +36,7 @@ SAMPLES: list[Record] = [
     MatchDecision("m1", 7, "lang-en", "u1", "u2", 0.5, "heuristic-v1", "greedy", 5.0, 1.0, 2.0),
     DurationLabel("m1", "lang-en", 12.5, False, 2, "heuristic-v1", "greedy", 5.0),
     TickStats("w1", 7, 5.0, 10, 3, 1.25),
+    ShardStats("lang-en", 7, 5.0, 10, 4, 1, 6, 7.5),
     ModelUpdate("duration-v2", 9.0, 400, 2, -0.1, (1.0, 0.5, 0.5, 2.0), 100, auroc=0.8, mse=0.7),
     MatchDecision(
         "m2", 8, "lang-en", "u1", "u2", 4.5, "duration-v2", "auction-top8", 6.0, 0.0, 0.5, (1.0, 0.2), (1.0, -0.3)

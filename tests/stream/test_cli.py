@@ -50,6 +50,7 @@ def test_schemas_command_writes_one_file_per_record(tmp_path: Path) -> None:
         "match-decision.v1.json",
         "model-update.v1.json",
         "profile-update.v1.json",
+        "shard-stats.v1.json",
         "tick-stats.v1.json",
     ]
 
