@@ -19,7 +19,9 @@ import asyncio
 import contextlib
 import gc
 import logging
+import math
 import time
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -94,6 +96,7 @@ class WorkerLoop(mode.Service):
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._done = asyncio.Event()
+        self.monotonic: Callable[[], float] = time.monotonic  # the schedule's clock (tests script it)
         super().__init__(beacon=beacon, loop=loop)  # type: ignore[arg-type]  # mode: beacon=None is its default
 
     async def on_start(self) -> None:
@@ -151,10 +154,10 @@ class WorkerLoop(mode.Service):
         """The loop itself: fetch and apply until the next tick is due, drain, tick, send; until stopped."""
         assert self._consumer is not None and self._producer is not None
         consumer, interval = self._consumer, self.runtime.settings.tick_interval_s
-        clock = time.monotonic
+        clock = self.monotonic
         next_tick = clock() + interval
         while not self.should_stop:
-            wait_ms = max(0, int((next_tick - clock()) * 1000))
+            wait_ms = max(0, math.ceil((next_tick - clock()) * 1000))  # ceil: no busy spin in the last ms
             self._apply(await consumer.getmany(timeout_ms=wait_ms, max_records=MAX_BATCH))
             if clock() >= next_tick:
                 drained = 0

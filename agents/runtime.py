@@ -22,7 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from tickmatch.agents.sink import Sink
-from tickmatch.learning.features import RAW_DIM, featurize, update_raw
+from tickmatch.learning.features import RAW_DIM, featurize, featurize_many, update_raw
 from tickmatch.learning.scorer import Scorer, heuristic_scorer
 from tickmatch.matching.engine import Engine, EngineConfig, gc_paused
 from tickmatch.matching.pool import Pool, PoolError
@@ -92,6 +92,7 @@ class WorkerRuntime:
         cfg = self.engine.config
         self.policy = f"{cfg.matcher}-top{cfg.k}"
         self.counters: dict[str, int] = {}
+        self.events = 0  # input messages consumed (applied or dead-lettered), reported on every tick-stats record
 
     @property
     def model_version(self) -> str:
@@ -160,6 +161,7 @@ class WorkerRuntime:
         The batch's joins are featurized first and embedded with one matrix product (a join's features do not
         depend on the pool), then every event is applied in its offset order, so a join and a leave of the
         same user in one batch end as they would one by one."""
+        self.events += len(messages)
         decoded: list[tuple[Message, InputEvent]] = []
         for msg in messages:
             try:
@@ -171,9 +173,7 @@ class WorkerRuntime:
                 continue
             decoded.append((msg, event))
         joins = [event for _, event in decoded if type(event) is Join]
-        raw = np.empty((len(joins), RAW_DIM), dtype=np.float32)
-        for j, join in enumerate(joins):
-            raw[j] = featurize(_profile(join), join.signals)
+        raw = featurize_many([_profile(join) for join in joins], [join.signals for join in joins])
         emb = self.scorer.embed(raw) if joins else raw
         j = 0
         applied = 0
@@ -302,6 +302,7 @@ class WorkerRuntime:
             waiting=waiting,
             pairs=len(decisions),
             elapsed_ms=elapsed_ms,
+            events=self.events,
         )
         for record in shard_stats:
             self.sink.shard_stats(record)

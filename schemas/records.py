@@ -58,6 +58,17 @@ END_REASONS = ("hangup", "skip", "disconnect", "report", "timeout")
 R = TypeVar("R", bound="Record")
 
 
+_KNOWN: dict[str, frozenset[str]] = {}
+
+
+def _known_keys(record_type: str, fields: tuple[Field, ...]) -> frozenset[str]:
+    """Keys a record of this type may carry (computed once per type, not per decoded event)."""
+    known = _KNOWN.get(record_type)
+    if known is None:
+        known = _KNOWN[record_type] = frozenset(spec.name for spec in fields) | {"type", "v"}
+    return known
+
+
 @dataclass(frozen=True, slots=True)
 class Record:
     """Base of all records; subclasses declare ``TYPE`` and ``FIELDS`` in wire order."""
@@ -99,10 +110,11 @@ class Record:
                     raise SchemaError(cls.TYPE, spec.name, "is required")
                 continue
             values[spec.name] = spec.check(cls.TYPE, raw)
-        known = {spec.name for spec in cls.FIELDS} | {"type", "v"}
-        unknown = sorted(str(k) for k in data if k not in known)
-        if unknown:
-            raise SchemaError(cls.TYPE, unknown[0], "unknown field")
+        if len(data) > len(values) + 2:  # more keys than the fields given plus type and v: name the first unknown
+            known = _known_keys(cls.TYPE, cls.FIELDS)
+            unknown = sorted(str(k) for k in data if k not in known)
+            if unknown:
+                raise SchemaError(cls.TYPE, unknown[0], "unknown field")
         return cls(**values)
 
     @classmethod
@@ -305,6 +317,7 @@ class TickStats(Record):
         Field("waiting", "int", "Users waiting over all local shards before matching.", minimum=0),
         Field("pairs", "int", "Pairs decided in this tick.", minimum=0),
         Field("elapsed_ms", "float", "Wall time of the matching work in this tick.", minimum=0.0),
+        Field("events", "int", "Input events this worker consumed since it started, all shards.", required=False),
     )
 
     worker: str
@@ -313,6 +326,7 @@ class TickStats(Record):
     waiting: int
     pairs: int
     elapsed_ms: float
+    events: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tickmatch.learning.features import RAW_DIM, featurize
+from tickmatch.learning.features import RAW_DIM, featurize, featurize_many
 from tickmatch.learning.scorer import heuristic_scorer, scorer_from_raw_weights
 from tickmatch.matching.bilinear import ModelError
 
@@ -43,3 +43,16 @@ def test_featurize_layout() -> None:
     assert raw.shape == (RAW_DIM,) and raw[0] == 1.0
     assert raw[1:17].tolist() == [float(min(v, 10)) for v in range(16)]  # 16 signals kept, clipped at 10
     assert np.linalg.norm(raw[17:]) == pytest.approx(1.0)  # one attribute value: unit norm
+
+
+def test_featurize_many_equals_featurize_row_by_row() -> None:
+    profiles: list[dict[str, str | None]] = [
+        {"language": "en", "country": "US", "gender": "f", "age_band": "18-24"},
+        {"language": None, "country": "KR", "gender": None, "age_band": None},
+        {},
+    ]
+    signals = [(0.5, -20.0, 3.0), (), tuple(float(i) for i in range(20))]  # clipped, empty, too many
+    many = featurize_many(profiles, signals)
+    for i, (attrs, values) in enumerate(zip(profiles, signals, strict=True)):
+        np.testing.assert_array_equal(many[i], featurize(attrs, values))
+    assert featurize_many([], []).shape == (0, RAW_DIM)

@@ -18,6 +18,7 @@ stable across processes and restarts; a collision only merges two attribute valu
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 
 import numpy as np
@@ -65,6 +66,39 @@ def featurize(
                 raw[first] = 1.0
             else:
                 raw[first] = raw[second] = _HALF_SQRT2
+    return raw
+
+
+def featurize_many(
+    profiles: Sequence[Mapping[str, str | None]], signals: Sequence[tuple[float, ...]]
+) -> npt.NDArray[np.float32]:
+    """Raw vectors of many users at once, row ``i`` equal to ``featurize(profiles[i], signals[i])``: one array
+    write per kind of feature instead of a few small numpy calls per user (the worker featurizes a whole batch
+    of joins this way)."""
+    n = len(profiles)
+    raw = np.zeros((n, RAW_DIM), dtype=np.float32)
+    raw[:, 0] = 1.0
+    sig = np.zeros((n, SIGNALS), dtype=np.float32)
+    rows: list[int] = []
+    cols: list[int] = []
+    vals: list[float] = []
+    for i, (attrs, values) in enumerate(zip(profiles, signals, strict=True)):
+        if values:
+            sig[i, : min(len(values), SIGNALS)] = values[:SIGNALS]
+        for attr in PROFILE_ATTRS:
+            value = attrs.get(attr)
+            if value is not None:
+                first, second = buckets(attr, value)
+                if first == second:
+                    rows.append(i)
+                    cols.append(first)
+                    vals.append(1.0)
+                else:
+                    rows += (i, i)
+                    cols += (first, second)
+                    vals += (_HALF_SQRT2, _HALF_SQRT2)
+    np.clip(sig, -SIGNAL_CLIP, SIGNAL_CLIP, out=raw[:, SIGNAL_BASE : SIGNAL_BASE + SIGNALS])
+    raw[rows, cols] = vals
     return raw
 
 

@@ -1,0 +1,339 @@
+"""Live worker benchmark: the embedded broker, one real ``tickmatch worker`` process, real topics.
+
+Two modes (both by default):
+
+- **backlog**: ``--events`` events (70 % join, 20 % leave of a waiting user, 10 % profile-update, over
+  ``--shards`` shards) are produced before the worker starts; the worker's rate is read from its own tick-stats
+  records (``events``: cumulative input events consumed), from the first tick that saw events to the first that
+  saw them all. The reference is a plain aiokafka consumer that reads and msgpack-decodes the same topic, measured
+  in the same run: ``ratio_to_plain`` = worker rate / plain rate.
+- **steady**: joins offered at each rate of ``--rates`` for ``--seconds`` (a fresh worker and topics per rate).
+  Decision latency of a pair = the decision record's Kafka timestamp minus the moment the broker acknowledged the
+  later of the pair's two joins (both clocks are this machine's). Also: the worker's lag when the offer stops (joins
+  produced minus joins it had consumed at its next tick, in ticks of offered load), tick p99 from the ``ticks``
+  topic, and late ticks (a tick that started more than 1.5 intervals after the previous one).
+
+The last stdout line is the JSON; ``--out`` gets ``live.json`` and ``live_latency.png`` (latency against offered
+rate). Progress goes to stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import msgpack
+import numpy as np
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+
+from tickmatch.demo import worker_process
+from tickmatch.schemas import Join, Leave, ProfileUpdate, encode
+from tickmatch.stream import topics as names
+from tickmatch.stream.broker import EmbeddedBroker
+from tickmatch.stream.readers import read_from_earliest
+from tickmatch.stream.settings import Settings
+from tickmatch.stream.topics import ensure_topics
+
+READY_TIMEOUT_S = 120.0
+
+
+def say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def settings_for(broker: EmbeddedBroker, data: Path, partitions: int) -> Settings:
+    run = uuid.uuid4().hex[:8]
+    return Settings(
+        broker_url=broker.url,
+        app_id=f"bench-{run}",
+        topic_prefix=f"bench-{run}.",
+        partitions=partitions,
+        data_dir=str(data),
+        follow_models=False,  # no trainer here: nothing to follow
+        wait_ttl_s=3600.0,
+    )
+
+
+@dataclass(slots=True)
+class Ticks:
+    """Tick-stats records of the worker, as read back from the ticks topic."""
+
+    at: list[float] = field(default_factory=list)
+    events: list[int] = field(default_factory=list)
+    elapsed_ms: list[float] = field(default_factory=list)
+
+
+class Reader:
+    """Reads ``ticks`` (tick-stats only) and, optionally, ``decisions`` (pairs with their Kafka timestamps)."""
+
+    def __init__(self, bootstrap: str, settings: Settings, decisions: bool) -> None:
+        self.ticks = Ticks()
+        self.pairs: list[tuple[str, str, float]] = []  # (user_a, user_b, record timestamp s)
+        self._bootstrap, self._settings, self._decisions = bootstrap, settings, decisions
+        self._task: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        parts = [TopicPartition(self._settings.topic(names.TICKS), p) for p in range(self._settings.partitions)]
+        if self._decisions:
+            topic = self._settings.topic(names.DECISIONS)
+            parts += [TopicPartition(topic, p) for p in range(self._settings.partitions)]
+        ready = asyncio.Event()
+
+        async def run() -> None:
+            async with read_from_earliest(self._bootstrap, "bench-reader", parts) as reader:
+                ready.set()
+                async for records in reader.batches(timeout_ms=50):
+                    for rec in records:
+                        obj = msgpack.unpackb(rec.value)
+                        kind = obj.get("type")
+                        if kind == "tick-stats":
+                            self.ticks.at.append(obj["at"])
+                            self.ticks.events.append(obj.get("events", 0))
+                            self.ticks.elapsed_ms.append(obj["elapsed_ms"])
+                        elif kind == "match-decision":
+                            self.pairs.append((obj["user_a"], obj["user_b"], rec.timestamp / 1000.0))
+
+        self._task = asyncio.create_task(run())
+        await ready.wait()
+
+    async def until(self, predicate: Callable[[], bool], timeout: float) -> bool:
+        """Poll ``predicate`` (it reads what the reader task appends) until true or the deadline."""
+        deadline = time.monotonic() + timeout
+        while not predicate():
+            if time.monotonic() > deadline:
+                return False
+            await asyncio.sleep(0.05)  # a poll interval of a benchmark harness, not test synchronisation
+        return True
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+
+def backlog_events(n: int, shards: int, seed: int) -> list[tuple[bytes, bytes]]:
+    """``n`` encoded (key, value) events: 70 % join, 20 % leave of a waiting user, 10 % profile-update."""
+    rng = np.random.default_rng(seed)
+    out: list[tuple[bytes, bytes]] = []
+    waiting: list[tuple[str, str]] = []
+    for i in range(n):
+        shard = f"lang-{i % shards}"
+        r = rng.random()
+        if r < 0.7 or not waiting:
+            user = f"b{i}"
+            waiting.append((user, shard))
+            signals = tuple(float(x) for x in rng.standard_normal(8).round(3))
+            want = ("f",) if i % 5 == 0 else ()
+            record: Join | Leave | ProfileUpdate = Join(
+                user, shard, 1.0, country=f"c{i % 20}", language="en", gender="fm"[i % 2], age_band="18-24",
+                signals=signals, want_gender=want,
+            )  # fmt: skip
+        elif r < 0.9:
+            user, shard = waiting.pop(int(rng.integers(len(waiting))))
+            record = Leave(user, shard, 2.0)
+        else:
+            user, shard = waiting[int(rng.integers(len(waiting)))]
+            record = ProfileUpdate(user, shard, 2.0, signals=(0.5, 0.1))
+        out.append((shard.encode(), encode(record)))
+    return out
+
+
+async def produce_all(bootstrap: str, topic: str, events: list[tuple[bytes, bytes]]) -> float:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=20, max_batch_size=512 * 1024)
+    await producer.start()
+    started = time.perf_counter()
+    try:
+        futures = [await producer.send(topic, value=value, key=key) for key, value in events]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+    return len(events) / (time.perf_counter() - started)
+
+
+async def plain_rate(bootstrap: str, settings: Settings, n: int) -> float:
+    """A plain aiokafka consumer + msgpack decode of the whole events topic (the reference)."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=None, auto_offset_reset="earliest")
+    await consumer.start()
+    try:
+        parts = [TopicPartition(settings.topic(names.EVENTS), p) for p in range(settings.partitions)]
+        consumer.assign(parts)
+        await consumer.seek_to_beginning(*parts)
+        seen = 0
+        started = time.perf_counter()
+        while seen < n:
+            batch = await consumer.getmany(timeout_ms=1000, max_records=10_000)
+            for records in batch.values():
+                for rec in records:
+                    msgpack.unpackb(rec.value)
+                seen += len(records)
+        return seen / (time.perf_counter() - started)
+    finally:
+        await consumer.stop()
+
+
+async def run_backlog(broker: EmbeddedBroker, data: Path, args: argparse.Namespace) -> dict[str, Any]:
+    settings = settings_for(broker, data, args.partitions)
+    await ensure_topics(broker.bootstrap, settings)
+    events = backlog_events(args.events, args.shards, args.seed)
+    produced = await produce_all(broker.bootstrap, settings.topic(names.EVENTS), events)
+    say(f"backlog: {len(events)} events produced ({produced:,.0f}/s); starting the worker")
+    reader = Reader(broker.bootstrap, settings, decisions=False)
+    await reader.start()
+    t = reader.ticks
+    try:
+        with worker_process(settings, data / f"worker-{settings.app_id}.log"):
+            done = await reader.until(lambda: bool(t.events) and t.events[-1] >= len(events), READY_TIMEOUT_S)
+            if not done:
+                raise SystemExit(f"backlog: the worker consumed {t.events[-1] if t.events else 0} of {len(events)}")
+    finally:
+        await reader.stop()
+    first = next(i for i, e in enumerate(t.events) if e > 0)
+    last = next(i for i, e in enumerate(t.events) if e >= len(events))
+    rate = (t.events[last] - t.events[first]) / max(t.at[last] - t.at[first], 1e-9)
+    plain = await plain_rate(broker.bootstrap, settings, len(events))
+    say(f"backlog: worker {rate:,.0f} events/s, plain aiokafka + msgpack {plain:,.0f}/s ({rate / plain:.3f})")
+    return {
+        "events": len(events),
+        "worker_events_per_s": round(rate),
+        "plain_events_per_s": round(plain),
+        "ratio_to_plain": round(rate / plain, 4),
+        "worker_seconds": round(t.at[last] - t.at[first], 2),
+        "tick_p99_ms": round(float(np.percentile(t.elapsed_ms, 99)), 2),
+    }
+
+
+async def run_steady(broker: EmbeddedBroker, data: Path, rate: float, args: argparse.Namespace) -> dict[str, Any]:
+    settings = settings_for(broker, data, args.partitions)
+    await ensure_topics(broker.bootstrap, settings)
+    reader = Reader(broker.bootstrap, settings, decisions=True)
+    await reader.start()
+    t = reader.ticks
+    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, acks="all", linger_ms=2)
+    await producer.start()
+    acked: dict[str, float] = {}
+    topic = settings.topic(names.EVENTS)
+    rng = np.random.default_rng(args.seed)
+    try:
+        with worker_process(settings, data / f"worker-{settings.app_id}.log"):
+            if not await reader.until(lambda: bool(t.at), READY_TIMEOUT_S):
+                raise SystemExit("steady: the worker did not tick")
+            say(f"steady {rate:,.0f} joins/s: worker ready, offering for {args.seconds:.0f} s")
+            step = 0.01
+            sent = 0
+            started = time.monotonic()
+            while (elapsed := time.monotonic() - started) < args.seconds:
+                due = int(rate * min(elapsed + step, args.seconds)) - sent
+                for _ in range(due):
+                    user = f"j{sent}"
+                    shard = f"lang-{sent % args.shards}"
+                    value = encode(Join(user, shard, time.time(), country=f"c{sent % 20}", language="en",
+                                        signals=(float(rng.standard_normal()),)))  # fmt: skip
+                    future = await producer.send(topic, value=value, key=shard.encode())
+                    future.add_done_callback(lambda _f, u=user: acked.__setitem__(u, time.time()))
+                    sent += 1
+                await asyncio.sleep(max(0.0, started + elapsed + step - time.monotonic()))
+            stop_wall = time.time()
+            await producer.flush()
+            # the worker's consumption when the offer stopped: its first tick at or after that moment
+            await reader.until(lambda: bool(t.at) and t.at[-1] >= stop_wall, 10.0)
+            after = next((i for i, a in enumerate(t.at) if a >= stop_wall), len(t.at) - 1)
+            consumed_at_stop = t.events[after]
+            await reader.until(lambda: 2 * len(reader.pairs) >= sent - args.shards, 30.0)
+    finally:
+        await producer.stop()
+        await reader.stop()
+    latencies = np.asarray(
+        [ts - max(acked[a], acked[b]) for a, b, ts in reader.pairs if a in acked and b in acked], dtype=np.float64
+    )
+    gaps = np.diff(np.asarray(t.at))
+    interval = settings.tick_interval_s
+    result = {
+        "offered_joins_per_s": rate,
+        "seconds": args.seconds,
+        "joins": sent,
+        "decisions": len(reader.pairs),
+        "latency_p50_s": round(float(np.percentile(latencies, 50)), 3),
+        "latency_p99_s": round(float(np.percentile(latencies, 99)), 3),
+        "latency_p999_s": round(float(np.percentile(latencies, 99.9)), 3),
+        "latency_max_s": round(float(latencies.max()), 3),
+        "lag_at_stop_events": int(sent - consumed_at_stop),
+        "lag_at_stop_ticks": round((sent - consumed_at_stop) / (rate * interval), 2),
+        "tick_p99_ms": round(float(np.percentile(t.elapsed_ms, 99)), 2),
+        "late_ticks": int(np.count_nonzero(gaps > 1.5 * interval)),
+        "ticks": len(t.at),
+    }
+    say(f"steady {rate:,.0f} joins/s: {result}")
+    return result
+
+
+def write_png(steady: list[dict[str, Any]], path: Path, interval: float) -> Path | None:
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError:
+        say("matplotlib is not installed: no PNG")
+        return None
+    rates = [r["offered_joins_per_s"] for r in steady]
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for key, label in (("latency_p50_s", "p50"), ("latency_p99_s", "p99"), ("latency_p999_s", "p99.9")):
+        ax.plot(rates, [r[key] for r in steady], marker="o", label=label)
+    ax.axhline(interval + 0.1, color="grey", linestyle="--", label="tick + 100 ms")
+    ax.set_xlabel("offered joins/s (one worker)")
+    ax.set_ylabel("decision latency (s)")
+    ax.set_title("tickmatch live worker: later join acknowledged -> decision")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    data = Path(tempfile.mkdtemp(prefix="tickmatch-bench-live-"))
+    out: dict[str, Any] = {"benchmark": "live", "cores": os.cpu_count(), "partitions": args.partitions,
+                           "shards": args.shards}  # fmt: skip
+    with EmbeddedBroker(data) as broker:
+        if args.mode in ("backlog", "both"):
+            out["backlog"] = await run_backlog(broker, data, args)
+        if args.mode in ("steady", "both"):
+            out["steady"] = [await run_steady(broker, data, rate, args) for rate in args.rates]
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.live", description=__doc__.splitlines()[0])
+    parser.add_argument("--mode", choices=["backlog", "steady", "both"], default="both")
+    parser.add_argument("--events", type=int, default=200_000, help="backlog size")
+    parser.add_argument("--rates", type=float, nargs="+", default=[1000.0, 5000.0, 10000.0], help="joins/s")
+    parser.add_argument("--seconds", type=float, default=120.0, help="how long each steady rate is offered")
+    parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument("--shards", type=int, default=8)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", type=Path, default=Path("bench/out"))
+    parser.add_argument("--json", action="store_true", help="(kept for symmetry; JSON is always the last line)")
+    args = parser.parse_args(argv)
+    result = asyncio.run(main_async(args))
+    args.out.mkdir(parents=True, exist_ok=True)
+    if result.get("steady"):
+        png = write_png(result["steady"], args.out / "live_latency.png", Settings().tick_interval_s)
+        result["latency_png"] = str(png) if png else None
+    text = orjson.dumps(result).decode()
+    (args.out / "live.json").write_text(text + "\n")
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,118 @@
+"""The worker loop's scheduling, with a scripted consumer and producer in place of Kafka: what was fetched before a
+tick is applied before it (a fetched leave is never matched past), ticks never run back to back, outputs are sent
+after the tick that made them."""
+
+from __future__ import annotations
+
+from collections import deque
+from typing import Any
+
+from aiokafka import TopicPartition
+
+from tickmatch.agents.ingest import WorkerLoop
+from tickmatch.agents.runtime import WorkerRuntime
+from tickmatch.agents.sink import TopicSink
+from tickmatch.schemas import Join, Leave, Record, decode_record
+from tickmatch.stream.settings import Settings
+from tickmatch.testing import ManualClock, Msg
+
+TP = TopicPartition("events", 0)
+
+
+class ScriptedConsumer:
+    """``getmany`` answers from a script of ``(seconds it takes, records)``; with the script used up it waits out
+    its timeout. Time is the loop's scripted monotonic clock, so the test decides when a tick is due."""
+
+    def __init__(self, script: list[tuple[float, list[Record]]]) -> None:
+        self.script = deque(script)
+        self.calls: list[int] = []
+        self.offset = 0
+        self.now = 0.0
+
+    def clock(self) -> float:
+        return self.now
+
+    async def getmany(self, timeout_ms: int = 0, max_records: int | None = None) -> dict[TopicPartition, list[Any]]:
+        self.calls.append(timeout_ms)
+        if not self.script:
+            self.now += timeout_ms / 1000.0
+            return {}
+        took, batch = self.script.popleft()
+        self.now += took
+        records = []
+        for record in batch:
+            records.append(Msg.of(record, offset=self.offset))
+            self.offset += 1
+        return {TP: records} if records else {}
+
+
+class RecordingProducer:
+    def __init__(self) -> None:
+        self.sent: list[tuple[str, bytes]] = []
+
+    async def send(self, topic: str, value: bytes, key: bytes | None = None, headers: Any = None) -> Any:
+        import asyncio
+
+        self.sent.append((topic, value))
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        future.set_result(None)
+        return future
+
+
+class OneTick(WorkerLoop):
+    """Stops after ``ticks`` ticks (the real loop runs until the service stops)."""
+
+    ticks_wanted = 1
+
+    @property
+    def should_stop(self) -> bool:
+        return self.stats.ticks >= self.ticks_wanted
+
+
+async def run_loop(
+    script: list[tuple[float, list[Record]]], ticks: int = 1
+) -> tuple[OneTick, RecordingProducer, ScriptedConsumer]:
+    settings = Settings(app_id="loop", tick_interval_s=0.5)
+    sink = TopicSink(settings)
+    runtime = WorkerRuntime(settings, sink, ManualClock())
+    loop = OneTick(runtime, sink, "127.0.0.1:9")
+    loop.ticks_wanted = ticks
+    consumer, producer = ScriptedConsumer(script), RecordingProducer()
+    loop._consumer, loop._producer = consumer, producer  # type: ignore[assignment]
+    loop.monotonic = consumer.clock
+    await loop.run_until_stopped()
+    runtime.close()
+    return loop, producer, consumer
+
+
+def decisions(producer: RecordingProducer) -> list[tuple[str, str]]:
+    out = []
+    for topic, value in producer.sent:
+        if topic.endswith("decisions"):
+            record = decode_record(value)
+            out.append((record.user_a, record.user_b))  # type: ignore[attr-defined]
+    return out
+
+
+async def test_a_leave_fetched_before_the_tick_is_applied_before_it() -> None:
+    joins: list[Record] = [Join(u, "s", 1.0) for u in "abcd"]
+    # the joins take the whole tick interval to arrive, so the tick is due right after them; the leave was already
+    # fetched by then (the next answer, at no extra time): the drain must apply it before the tick matches "a"
+    loop, producer, consumer = await run_loop([(0.6, joins), (0.0, [Leave("a", "s", 2.0)])])
+    pairs = decisions(producer)
+    assert len(pairs) == 1 and "a" not in pairs[0], pairs
+    assert 0 in consumer.calls  # the drain asked for what was buffered without waiting
+    assert loop.stats.events == 5 and loop.stats.ticks == 1
+
+
+async def test_outputs_leave_after_the_tick_and_ticks_do_not_run_back_to_back() -> None:
+    # an answer that takes 1.2 s (2.4 intervals): the tick after it starts 0.8 s late, and the next one is scheduled
+    # a whole interval after it (the loop waits 500 ms again) instead of being run at once to catch up
+    loop, producer, consumer = await run_loop([(0.1, [Join(u, "s", 1.0) for u in "abcdef"]), (1.2, [])], ticks=3)
+    assert len(decisions(producer)) == 3 and loop.stats.ticks == 3
+    assert loop.stats.overruns == 1 and abs(loop.stats.max_lateness_s - 0.8) < 1e-6
+    waits = consumer.calls
+    late_tick = waits.index(400) + 1  # the call that took 1.2 s; then the drain (0); then the next wait
+    assert waits[late_tick] == 0 and waits[late_tick + 1] == 500, waits
+    ticks = [decode_record(v) for t, v in producer.sent if t == "ticks"]
+    assert [r.tick_id for r in ticks if r.TYPE == "tick-stats"] == [1, 2, 3]  # type: ignore[attr-defined]
