@@ -63,6 +63,15 @@ class Message(Protocol):
     def value(self) -> bytes | None: ...
 
 
+@dataclass(frozen=True, slots=True)
+class Prepared:
+    """A decoded batch, its joins featurized (``raw``) and embedded (``emb``, one row per join, in order)."""
+
+    events: list[tuple[Message, InputEvent]]
+    raw: npt.NDArray[np.float32]
+    emb: npt.NDArray[np.float32]
+
+
 @dataclass(slots=True)
 class _ShardActivity:
     """Counts since the shard's last tick (emitted as a ``ShardStats`` record, then reset)."""
@@ -156,11 +165,13 @@ class WorkerRuntime:
     # -- ingest -----------------------------------------------------------------------------------------------
     def apply_batch(self, messages: Sequence[Message]) -> int:
         """Decode, validate and apply consumed messages in order; anything wrong goes to the DLQ with a reason.
-        Returns how many were applied.
+        Returns how many were applied. The same as :meth:`prepare_batch` then :meth:`apply_prepared`."""
+        return self.apply_prepared(self.prepare_batch(messages))
 
-        The batch's joins are featurized first and embedded with one matrix product (a join's features do not
-        depend on the pool), then every event is applied in its offset order, so a join and a leave of the
-        same user in one batch end as they would one by one."""
+    def prepare_batch(self, messages: Sequence[Message]) -> Prepared:
+        """Everything about a batch that does not touch the pools: decode and validate each message (bad ones go
+        to the DLQ now), featurize the batch's joins and embed them with one matrix product (a join's features
+        do not depend on the pool). The worker loop prepares batches while a tick runs in its thread."""
         self.events += len(messages)
         decoded: list[tuple[Message, InputEvent]] = []
         for msg in messages:
@@ -174,11 +185,17 @@ class WorkerRuntime:
             decoded.append((msg, event))
         joins = [event for _, event in decoded if type(event) is Join]
         raw = featurize_many([_profile(join) for join in joins], [join.signals for join in joins])
-        emb = self.scorer.embed(raw) if joins else raw
+        return Prepared(decoded, raw, self.scorer.embed(raw) if joins else raw)
+
+    def apply_prepared(self, prepared: Prepared) -> int:
+        """Apply a prepared batch in offset order (a join and a leave of the same user in one batch end as they
+        would one by one); returns how many events were applied. Call it between ticks, with the scorer the
+        batch was prepared with (the loop swaps models only right before a tick, after applying)."""
+        raw, emb = prepared.raw, prepared.emb
         j = 0
         applied = 0
         now = self.clock()
-        for msg, event in decoded:
+        for msg, event in prepared.events:
             try:
                 if type(event) is Join:
                     self._join(event, msg.partition, now, raw[j], emb[j])
