@@ -40,6 +40,7 @@ log = logging.getLogger(__name__)
 
 MAX_BATCH = 5_000  # records per getmany: ~0.1 s of work at worst, so the tick is never held up for long
 DRAIN_LIMIT = 200_000  # records applied from the prefetch buffer before one tick (it holds far fewer normally)
+TICK_POLL_MS = 5  # how long one poll for new records waits while a tick runs
 STAGE_LIMIT = 20_000  # records prepared while a tick runs: more would only make the next tick's pools bigger
 
 
@@ -176,7 +177,7 @@ class WorkerLoop(mode.Service):
                 staged = []
                 staged_events = 0
                 while not tick.done() and staged_events < STAGE_LIMIT:
-                    for records in (await consumer.getmany(timeout_ms=5, max_records=MAX_BATCH)).values():
+                    for records in (await consumer.getmany(timeout_ms=TICK_POLL_MS, max_records=MAX_BATCH)).values():
                         staged.append(self.runtime.prepare_batch(records))
                         staged_events += len(records)
                     # getmany returns without suspending when records are buffered: yield once, so the tick's

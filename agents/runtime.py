@@ -14,6 +14,7 @@ import os
 import socket
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -42,6 +43,8 @@ from tickmatch.schemas.records import InputEvent
 from tickmatch.stream.settings import Settings
 
 log = logging.getLogger(__name__)
+
+MAX_REMEMBERED_JOINS = 1_000_000  # (shard, user) pairs whose last join time is kept to recognise retries (~100 MB)
 
 
 class Message(Protocol):
@@ -102,6 +105,8 @@ class WorkerRuntime:
         self.policy = f"{cfg.matcher}-top{cfg.k}"
         self.counters: dict[str, int] = {}
         self.events = 0  # input messages consumed (applied or dead-lettered), reported on every tick-stats record
+        # (shard, user) -> ts of the user's last applied join: a join repeated with the same ts is a client retry
+        self._last_join: OrderedDict[tuple[str, str], float] = OrderedDict()
 
     @property
     def model_version(self) -> str:
@@ -240,6 +245,16 @@ class WorkerRuntime:
         self, event: Join, partition: int, now: float, raw: npt.NDArray[np.float32], emb: npt.NDArray[np.float32]
     ) -> None:
         self.shard_partition[event.shard] = partition
+        key = (event.shard, event.user_id)
+        if self._last_join.get(key) == event.ts:
+            # The same join again (a client or producer retry): whether the user still waits, was matched or left,
+            # it changes nothing. Without this a late retry re-queued a matched user, who was matched twice.
+            self.count("joins.duplicate")
+            return
+        self._last_join[key] = event.ts
+        self._last_join.move_to_end(key)
+        if len(self._last_join) > MAX_REMEMBERED_JOINS:
+            self._last_join.popitem(last=False)
         wants = {"country": event.want_country, "language": event.want_language, "gender": event.want_gender}
         self.pool(event.shard).add(event.user_id, now, emb, _profile(event), wants, blocked=event.blocked, raw=raw)
         self.activity[event.shard].arrivals += 1

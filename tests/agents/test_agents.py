@@ -158,3 +158,21 @@ async def test_block_lists_repeat_window_and_model_hot_swap_reach_the_decisions(
     assert len(recorder.decisions) == 1
     with pytest.raises(ValueError, match="this worker needs"):
         runtime.set_model(heuristic_scorer(runtime.settings.embed_dim + 1))
+
+
+async def test_a_retried_join_changes_nothing_whether_waiting_matched_or_left(
+    built: tuple[Built, RecordingSink, ManualClock],
+) -> None:
+    made, recorder, clock = built
+    runtime = made.runtime
+    a, b, c = (Join(u, "s", 5.0) for u in "abc")
+    runtime.apply_batch([Msg.of(a), Msg.of(b), Msg.of(a)])  # retried while waiting
+    assert len(runtime.pools["s"]) == 2 and runtime.counters["joins.duplicate"] == 1
+    runtime.tick()
+    assert len(recorder.decisions) == 1
+    runtime.apply_batch([Msg.of(c), Msg.of(Leave("c", "s", 6.0)), Msg.of(a), Msg.of(b), Msg.of(c)])  # late retries
+    assert len(runtime.pools["s"]) == 0 and runtime.counters["joins.duplicate"] == 4
+    clock.advance(1000.0)  # past the repeat window
+    runtime.apply_batch([Msg.of(Join("a", "s", 9.0)), Msg.of(Join("b", "s", 9.0))])  # new joins: wait again
+    runtime.tick()
+    assert len(recorder.decisions) == 2

@@ -40,7 +40,7 @@ def join_many(runtime: WorkerRuntime, n: int, seed: int = 0) -> None:
     rng = np.random.default_rng(seed)
     for i in range(n):
         signals = tuple(float(v) for v in rng.standard_normal(4).round(3))
-        runtime.apply(Join(f"u{i}", "s", 1.0, language="en", signals=signals), partition=0)
+        runtime.apply(Join(f"u{i}", "s", 1.0 + seed, language="en", signals=signals), partition=0)  # new ts: a new join
 
 
 def expected_score(scorer: Scorer, decision: MatchDecision) -> float:

@@ -21,10 +21,11 @@ def in_shard(live: Live, shard: str) -> list[MatchDecision]:
 def test_no_user_is_in_two_decisions(live: Live) -> None:
     shard = "it-a"
     users = [f"a{i}" for i in range(40)]
-    for user in users:
-        live.send(Join(user, shard, time.time()), key=shard)
-    for user in users[:10]:  # duplicate joins while waiting must not create a second pool entry
-        live.send(Join(user, shard, time.time()), key=shard)
+    joins = [Join(user, shard, time.time()) for user in users]
+    for join in joins:
+        live.send(join, key=shard)
+    for join in joins[:10]:  # the same joins again (a client retry), waiting or already matched: no second entry
+        live.send(join, key=shard)
     assert live.wait(lambda s: sum(d.shard == shard for d in s.decisions) >= 20), "not everyone was matched"
     decisions = in_shard(live, shard)
     matched = [u for d in decisions for u in (d.user_a, d.user_b)]
