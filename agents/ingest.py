@@ -40,8 +40,6 @@ log = logging.getLogger(__name__)
 
 MAX_BATCH = 5_000  # records per getmany: ~0.1 s of work at worst, so the tick is never held up for long
 DRAIN_LIMIT = 200_000  # records applied from the prefetch buffer before one tick (it holds far fewer normally)
-TICK_POLL_MS = 5  # how long one poll for new records waits while a tick runs
-STAGE_LIMIT = 20_000  # records prepared while a tick runs: more would only make the next tick's pools bigger
 
 
 @dataclass(slots=True)
@@ -171,24 +169,10 @@ class WorkerLoop(mode.Service):
                 late = clock() - next_tick
                 self.stats.max_lateness_s = max(self.stats.max_lateness_s, late)
                 self.runtime.swap_pending_model()
-                tick = asyncio.get_running_loop().run_in_executor(self._executor, self._tick)
-                # While the tick matches in its thread, keep fetching and prepare (decode, validate, featurize,
-                # embed) what arrives; it is applied right after the tick, before the next one.
-                staged = []
-                staged_events = 0
-                while not tick.done() and staged_events < STAGE_LIMIT:
-                    for records in (await consumer.getmany(timeout_ms=TICK_POLL_MS, max_records=MAX_BATCH)).values():
-                        staged.append(self.runtime.prepare_batch(records))
-                        staged_events += len(records)
-                    # getmany returns without suspending when records are buffered: yield once, so the tick's
-                    # completion (and the fetcher) get their turn on the event loop
-                    await asyncio.sleep(0)
-                stats = await tick
-                for prepared in staged:
-                    self.runtime.apply_prepared(prepared)
-                if staged_events:
-                    self.stats.events += staged_events
-                    self.stats.batches += len(staged)
+                # The event loop stays free while the tick matches in its thread: the consumer keeps prefetching,
+                # heartbeats and sends go on. Preparing batches meanwhile (decode, featurize, embed) was tried and
+                # measured worse: it competes with the tick's Python parts for the GIL, so ticks grew longer.
+                stats = await asyncio.get_running_loop().run_in_executor(self._executor, self._tick)
                 self.stats.ticks += 1
                 self.stats.tick_ms.append(stats.elapsed_ms)
                 if len(self.stats.tick_ms) > 10_000:

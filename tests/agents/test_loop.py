@@ -9,7 +9,7 @@ from typing import Any
 
 from aiokafka import TopicPartition
 
-from tickmatch.agents.ingest import TICK_POLL_MS, WorkerLoop
+from tickmatch.agents.ingest import WorkerLoop
 from tickmatch.agents.runtime import WorkerRuntime
 from tickmatch.agents.sink import TopicSink
 from tickmatch.schemas import Join, Leave, Record, decode_record
@@ -35,8 +35,7 @@ class ScriptedConsumer:
     async def getmany(self, timeout_ms: int = 0, max_records: int | None = None) -> dict[TopicPartition, list[Any]]:
         self.calls.append(timeout_ms)
         if not self.script:
-            if timeout_ms != TICK_POLL_MS:  # polls while a tick runs take no scripted time: their number is the
-                self.now += timeout_ms / 1000.0  # real tick thread's duration, which the script cannot know
+            self.now += timeout_ms / 1000.0
             return {}
         took, batch = self.script.popleft()
         self.now += took
