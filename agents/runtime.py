@@ -176,7 +176,7 @@ class WorkerRuntime:
     def prepare_batch(self, messages: Sequence[Message]) -> Prepared:
         """Everything about a batch that does not touch the pools: decode and validate each message (bad ones go
         to the DLQ now), featurize the batch's joins and embed them with one matrix product (a join's features
-        do not depend on the pool). The worker loop prepares batches while a tick runs in its thread."""
+        do not depend on the pool)."""
         self.events += len(messages)
         decoded: list[tuple[Message, InputEvent]] = []
         for msg in messages:

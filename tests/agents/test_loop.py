@@ -4,6 +4,7 @@ after the tick that made them."""
 
 from __future__ import annotations
 
+import asyncio
 from collections import deque
 from typing import Any
 
@@ -51,8 +52,6 @@ class RecordingProducer:
         self.sent: list[tuple[str, bytes]] = []
 
     async def send(self, topic: str, value: bytes, key: bytes | None = None, headers: Any = None) -> Any:
-        import asyncio
-
         self.sent.append((topic, value))
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         future.set_result(None)
