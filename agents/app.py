@@ -24,7 +24,6 @@ from tickmatch.agents.follower import ModelFollower
 from tickmatch.agents.ingest import WorkerLoop
 from tickmatch.agents.runtime import WorkerRuntime
 from tickmatch.agents.sink import FlushingSink, TopicSink
-from tickmatch.schemas import register_codec
 from tickmatch.stream.settings import Settings
 from tickmatch.stream.topics import Topics, bootstrap_of, declare
 
@@ -38,7 +37,6 @@ class Built:
     runtime: WorkerRuntime
     outcome_stats: AgentT[Any]
     tables: dict[str, WindowWrapperT]
-    loop: type[WorkerLoop]
 
 
 def faust_config(settings: Settings) -> dict[str, Any]:
@@ -74,7 +72,6 @@ def create_app(
     ``sink``: where outputs go (default: the app's Kafka topics). ``clock``: the runtime's wall clock."""
     if not settings.broker_url:
         raise ValueError("create_app needs settings.broker_url (the CLI starts the embedded broker first)")
-    register_codec()
     app = faust.App(settings.app_id, **(faust_config(settings) | faust_overrides))
     topics = declare(app, settings)
     out: FlushingSink = sink if sink is not None else TopicSink(settings)
@@ -98,4 +95,4 @@ def create_app(
             def __init__(self, *, beacon: NodeT[Any] | None = None, loop: asyncio.AbstractEventLoop | None = None):
                 super().__init__(runtime, bootstrap, beacon=beacon, loop=loop)
 
-    return Built(app, topics, runtime, stats_agent, stats_tables, Loop)
+    return Built(app, topics, runtime, stats_agent, stats_tables)

@@ -38,6 +38,7 @@ from tickmatch.schemas import (
     ShardStats,
     TickStats,
     decode_event,
+    encode,
 )
 from tickmatch.schemas.records import InputEvent
 from tickmatch.stream.settings import Settings
@@ -64,15 +65,6 @@ class Message(Protocol):
 
     @property
     def value(self) -> bytes | None: ...
-
-
-@dataclass(frozen=True, slots=True)
-class Prepared:
-    """A decoded batch, its joins featurized (``raw``) and embedded (``emb``, one row per join, in order)."""
-
-    events: list[tuple[Message, InputEvent]]
-    raw: npt.NDArray[np.float32]
-    emb: npt.NDArray[np.float32]
 
 
 @dataclass(slots=True)
@@ -170,13 +162,11 @@ class WorkerRuntime:
     # -- ingest -----------------------------------------------------------------------------------------------
     def apply_batch(self, messages: Sequence[Message]) -> int:
         """Decode, validate and apply consumed messages in order; anything wrong goes to the DLQ with a reason.
-        Returns how many were applied. The same as :meth:`prepare_batch` then :meth:`apply_prepared`."""
-        return self.apply_prepared(self.prepare_batch(messages))
+        Returns how many were applied.
 
-    def prepare_batch(self, messages: Sequence[Message]) -> Prepared:
-        """Everything about a batch that does not touch the pools: decode and validate each message (bad ones go
-        to the DLQ now), featurize the batch's joins and embed them with one matrix product (a join's features
-        do not depend on the pool)."""
+        The batch's joins are featurized first and embedded with one matrix product (a join's features do not
+        depend on the pool), then every event is applied in its offset order, so a join and a leave of the
+        same user in one batch end as they would one by one."""
         self.events += len(messages)
         decoded: list[tuple[Message, InputEvent]] = []
         for msg in messages:
@@ -190,17 +180,11 @@ class WorkerRuntime:
             decoded.append((msg, event))
         joins = [event for _, event in decoded if type(event) is Join]
         raw = featurize_many([_profile(join) for join in joins], [join.signals for join in joins])
-        return Prepared(decoded, raw, self.scorer.embed(raw) if joins else raw)
-
-    def apply_prepared(self, prepared: Prepared) -> int:
-        """Apply a prepared batch in offset order (a join and a leave of the same user in one batch end as they
-        would one by one); returns how many events were applied. Call it between ticks, with the scorer the
-        batch was prepared with (the loop swaps models only right before a tick, after applying)."""
-        raw, emb = prepared.raw, prepared.emb
+        emb = self.scorer.embed(raw) if joins else raw
         j = 0
         applied = 0
         now = self.clock()
-        for msg, event in prepared.events:
+        for msg, event in decoded:
             try:
                 if type(event) is Join:
                     self._join(event, msg.partition, now, raw[j], emb[j])
@@ -216,6 +200,10 @@ class WorkerRuntime:
     def _reject(self, msg: Message, reason: str, detail: str) -> None:
         self.count(f"dlq.{reason}")
         self.sink.dead_letter(msg.key, msg.value, reason, detail, f"{msg.topic}/{msg.partition}/{msg.offset}")
+
+    def _reject_end(self, end: ChatEnd, reason: str, detail: str) -> None:
+        """Dead-letter a chat-end the label join turned away (re-encoded: the original bytes are long gone)."""
+        self.sink.dead_letter(end.shard.encode(), encode(end), reason, detail, "labels")
 
     def apply(self, event: InputEvent, partition: int) -> None:
         """Apply one validated event to the shard state (tests and single events; batches use
@@ -266,9 +254,7 @@ class WorkerRuntime:
         if label is not None:
             self.sink.label(label)
         if outcome is EndOutcome.WRONG_USER:
-            self.sink.dead_letter_record(
-                end, "user-not-in-match", f"user {end.user_id!r} is not part of match {end.match_id!r}", "labels"
-            )
+            self._reject_end(end, "user-not-in-match", f"user {end.user_id!r} is not part of match {end.match_id!r}")
 
     # -- tick -------------------------------------------------------------------------------------------------
     def tick(self) -> TickStats:
@@ -325,7 +311,7 @@ class WorkerRuntime:
             for label in labels:
                 self.sink.label(label)
             for end, outcome in rejected:
-                self.sink.dead_letter_record(end, outcome.value, f"held chat-end rejected: {outcome.value}", "labels")
+                self._reject_end(end, outcome.value, f"held chat-end rejected: {outcome.value}")
         self.sweep_labels(now)
         stats = TickStats(
             worker=self.worker,
@@ -349,8 +335,8 @@ class WorkerRuntime:
             self.sink.label(label)
         for end in dead:
             self.count("dlq.unknown-match")
-            self.sink.dead_letter_record(
-                end, "unknown-match", f"no decision {end.match_id!r} within {self.settings.orphan_grace_s}s", "labels"
+            self._reject_end(
+                end, "unknown-match", f"no decision {end.match_id!r} within {self.settings.orphan_grace_s}s"
             )
 
     def drop_partitions(self, partitions: set[int]) -> list[str]:

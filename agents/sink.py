@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer
 
-from tickmatch.schemas import DurationLabel, MatchDecision, Record, ShardStats, TickStats, encode
+from tickmatch.schemas import DurationLabel, MatchDecision, ShardStats, TickStats, encode
 from tickmatch.stream import topics as names
 from tickmatch.stream.settings import Settings
 
@@ -32,8 +32,6 @@ class Sink(Protocol):
 
     def dead_letter(self, key: bytes | None, value: bytes | None, reason: str, detail: str, origin: str) -> None: ...
 
-    def dead_letter_record(self, record: ChatEndLike, reason: str, detail: str, origin: str) -> None: ...
-
     def tick_stats(self, stats: TickStats) -> None: ...
 
     def shard_stats(self, stats: ShardStats) -> None: ...
@@ -46,13 +44,6 @@ class FlushingSink(Sink, Protocol):
     queued: Any
 
     async def flush(self, producer: AIOKafkaProducer) -> list[asyncio.Future[Any]]: ...
-
-
-class ChatEndLike(Protocol):
-    """A record that belongs to a shard (what the label join dead-letters: chat-ends)."""
-
-    @property
-    def shard(self) -> str: ...
 
 
 def dlq_headers(reason: str, detail: str, origin: str) -> Headers:
@@ -70,8 +61,6 @@ class TopicSink:
         self.dlq_topic = settings.topic(names.DLQ)
         self.ticks_topic = settings.topic(names.TICKS)
         self.queued: list[tuple[str, bytes | None, bytes, Headers | None]] = []
-        self.sent = 0
-        self.failed = 0
 
     def decision(self, decision: MatchDecision) -> None:
         self.queued.append((self.decisions_topic, decision.shard.encode(), encode(decision), None))
@@ -86,10 +75,6 @@ class TopicSink:
             (self.dlq_topic, key, value if value is not None else b"", dlq_headers(reason, detail, origin))
         )
 
-    def dead_letter_record(self, record: ChatEndLike, reason: str, detail: str, origin: str) -> None:
-        assert isinstance(record, Record)
-        self.dead_letter(record.shard.encode(), encode(record), reason, detail, origin)
-
     def tick_stats(self, stats: TickStats) -> None:
         self.queued.append((self.ticks_topic, stats.worker.encode(), encode(stats), None))
 
@@ -97,12 +82,10 @@ class TopicSink:
         self.queued.append((self.ticks_topic, stats.shard.encode(), encode(stats), None))
 
     async def flush(self, producer: AIOKafkaProducer) -> list[asyncio.Future[Any]]:
-        """Hand every queued record to the producer; returns the delivery futures (awaited by the caller when it
-        needs them, e.g. before committing offsets or on shutdown). ``send`` only waits when the producer's
-        buffer is full: that is the back-pressure that slows the loop when the broker cannot keep up."""
+        """Hand every queued record to the producer; returns the delivery futures (the worker loop counts
+        deliveries and failures through their callbacks). ``send`` only waits when the producer's buffer is full:
+        that is the back-pressure that slows the loop when the broker cannot keep up."""
         queued, self.queued = self.queued, []
-        futures = []
-        for topic, key, value, headers in queued:
-            futures.append(await producer.send(topic, value=value, key=key, headers=headers))
-        self.sent += len(queued)
-        return futures
+        return [
+            await producer.send(topic, value=value, key=key, headers=headers) for topic, key, value, headers in queued
+        ]

@@ -1,6 +1,6 @@
 """Versioned wire records, the msgpack codec and JSON Schema export."""
 
-from tickmatch.schemas.codec import DecodeError, decode_event, decode_record, encode, register_codec
+from tickmatch.schemas.codec import DecodeError, decode_event, decode_record, encode
 from tickmatch.schemas.fields import SchemaError
 from tickmatch.schemas.records import (
     ALL_RECORDS,
@@ -33,5 +33,4 @@ __all__ = [
     "decode_event",
     "decode_record",
     "encode",
-    "register_codec",
 ]

@@ -1,7 +1,7 @@
-"""The msgpack wire codec, registered with Faust as ``tickmatch``, plus a strict decoder for input events.
+"""The msgpack wire codec: ``encode`` for every record we write, a strict decoder for input events.
 
-Input events are decoded by us (not by Faust) so that a malformed message becomes a dead-letter record with
-a reason instead of an exception inside the stream.
+Every topic is raw bytes to Faust: we encode and decode ourselves, once per record, so that a malformed message
+becomes a dead-letter record with a reason instead of an exception inside a stream.
 """
 
 from __future__ import annotations
@@ -10,12 +10,10 @@ from typing import Any, cast
 
 import msgpack
 import orjson
-from faust.serializers import codecs
 
 from tickmatch.schemas.fields import SchemaError
 from tickmatch.schemas.records import ALL_RECORDS, INPUT_EVENTS, InputEvent, Record
 
-CODEC_NAME = "tickmatch"
 MAX_EVENT_BYTES = 64 * 1024
 MAX_MODEL_BYTES = 16 * 1024 * 1024
 
@@ -76,21 +74,3 @@ def decode_record(data: bytes, limit: int = MAX_EVENT_BYTES) -> Record:
 def to_json(record: Record) -> bytes:
     """JSON view of a record (for logs, HTTP views and humans)."""
     return orjson.dumps(record.to_dict())
-
-
-class MsgpackCodec(codecs.Codec):
-    """Faust codec so outcome topics can be declared with ``value_serializer='tickmatch'``."""
-
-    def _dumps(self, obj: Any) -> bytes:
-        if isinstance(obj, Record):
-            obj = obj.wire()
-        return cast(bytes, msgpack.packb(obj, use_bin_type=True))
-
-    def _loads(self, s: bytes) -> Any:
-        return msgpack.unpackb(s, raw=False)
-
-
-def register_codec() -> None:
-    """Register the codec with Faust (idempotent)."""
-    if CODEC_NAME not in codecs.codecs:
-        codecs.register(CODEC_NAME, MsgpackCodec())

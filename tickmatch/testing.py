@@ -41,10 +41,6 @@ class RecordingSink:
     def dead_letter(self, key: bytes | None, value: bytes | None, reason: str, detail: str, origin: str) -> None:
         self.dead.append(DeadLettered(key, value, reason, detail, origin))
 
-    def dead_letter_record(self, record: Any, reason: str, detail: str, origin: str) -> None:
-        assert isinstance(record, Record)
-        self.dead_letter(record.shard.encode(), encode(record), reason, detail, origin)  # type: ignore[attr-defined]
-
     def tick_stats(self, stats: TickStats) -> None:
         self.ticks.append(stats)
 
