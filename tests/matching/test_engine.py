@@ -272,3 +272,22 @@ def test_auction_prices_carry_over_between_ticks_without_losing_quality(
     assert float(warm.score.sum()) >= 0.995 * float(cold.score.sum())
     slot = pool.add("newcomer", 30.0, np.ones(DIM, np.float32), {}, {})
     assert np.isnan(pool.price[slot]).all()  # a new user starts without a price, even in a reused slot
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_users_with_identical_embeddings_are_all_matched(threads: int) -> None:
+    """Real pools are full of exact ties (the heuristic model scores users by shared language and country), and
+    tied users must not all keep the same few candidates: 2,000 users in 20 groups of identical embeddings are
+    all paired in one tick, with the model's own scores reported (the tie-break term is taken back out)."""
+    engine = Engine(DIM, EngineConfig(threads=threads))
+    try:
+        pool = Pool(DIM, capacity=16)
+        groups = np.random.default_rng(7).standard_normal((20, DIM)).astype(np.float32)
+        for i in range(2000):
+            pool.add(f"u{i}", 0.0, groups[i % 20], {}, {})
+        model = BilinearModel.identity(DIM, "tied")
+        found = engine.match(pool, model, WaitCurve(), 1.0)
+        check_valid(pool, model, WaitCurve(), 1.0, found)
+        assert len(found) == 1000
+    finally:
+        engine.close()
