@@ -24,17 +24,22 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any
 
 import mode
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
+from aiokafka.errors import ConsumerStoppedError
 from mode.utils.types.trees import NodeT
 
+from tickmatch.agents import snapshot as snapshots
+from tickmatch.agents.recovery import Positions, Recovered, recover
 from tickmatch.agents.runtime import WorkerRuntime
 from tickmatch.agents.sink import FlushingSink
 from tickmatch.schemas import TickStats
 from tickmatch.schemas.codec import MAX_EVENT_BYTES
 from tickmatch.stream import topics as names
+from tickmatch.stream.snapshots import Pointers, write_blob
 
 log = logging.getLogger(__name__)
 
@@ -53,31 +58,49 @@ class LoopStats:
     max_lateness_s: float = 0.0
     sent: int = 0
     send_errors: int = 0
+    snapshots: int = 0
+    snapshot_ms: float = 0.0  # the last checkpoint (flush + encode + write + pointer), all partitions
+    snapshot_bytes: int = 0  # the last checkpoint's encoded size, all partitions
+    resyncs: int = 0  # partitions rebuilt from Kafka after an output of theirs was not delivered
+    recovered: list[Recovered] = field(default_factory=list)
     tick_ms: list[float] = field(default_factory=list)
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
-    """Drops the shards of partitions this worker lost, and only those: aiokafka revokes every partition at the
-    start of a rebalance and then assigns the new set, so "revoked" alone would drop pools we keep."""
+    """Hands partitions over cleanly. On revoke: under the state lock (no tick or batch running), every output
+    delivered and a final snapshot of each revoked partition written, so the next owner replays nothing. On
+    assign: partitions lost are dropped, new ones recovered from Kafka (``agents.recovery``), and the consumer is
+    positioned at the offset each partition's state reflects (committed offsets are not used for that).
 
-    def __init__(self, runtime: WorkerRuntime, topic: str) -> None:
-        self.runtime = runtime
-        self.topic = topic
+    aiokafka revokes every partition at the start of a rebalance and then assigns the new set, so a partition
+    kept across the rebalance keeps its state (nobody else owned it in between)."""
+
+    def __init__(self, loop: WorkerLoop) -> None:
+        self.loop = loop
         self.revoked: set[int] = set()
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
-        self.revoked |= {tp.partition for tp in revoked if tp.topic == self.topic}
+        parts = {tp.partition for tp in revoked if tp.topic == self.loop.events_topic}
+        self.revoked |= parts
+        if self.loop.closing or not parts:
+            return
+        async with self.loop.lock:
+            await self.loop.checkpoint(sorted(parts & set(self.loop.runtime.claimed)))
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        kept = {tp.partition for tp in assigned if tp.topic == self.topic}
+        kept = {tp.partition for tp in assigned if tp.topic == self.loop.events_topic}
         lost, self.revoked = self.revoked - kept, set()
-        if lost:
-            self.runtime.drop_partitions(lost)
+        if self.loop.stopping:  # shutting down: no recovery; the next owner recovers from our last snapshot
+            return
+        async with self.loop.lock:
+            if lost:
+                self.loop.runtime.drop_partitions(lost)
+            await self.loop.adopt(sorted(kept))
         log.info("partitions assigned", extra={"partitions": sorted(kept), "lost": sorted(lost)})
 
 
 class WorkerLoop(mode.Service):
-    """Batch ingest + tick scheduling + batched output for one worker (see the module docstring)."""
+    """Batch ingest + tick scheduling + batched output + snapshots for one worker (see the module docstring)."""
 
     def __init__(
         self,
@@ -92,23 +115,37 @@ class WorkerLoop(mode.Service):
         self.sink = sink
         self.bootstrap = bootstrap
         self.stats = LoopStats()
+        settings = runtime.settings
+        self.events_topic = settings.topic(names.EVENTS)
+        self.snapshots_topic = settings.topic(names.SNAPSHOTS)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tickmatch-tick")
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
+        self._pointers = Pointers(bootstrap, f"{settings.app_id}-snapshots", self.snapshots_topic, settings.partitions)
         self._done = asyncio.Event()
+        # Held by whatever reads or changes the runtime from the event loop: a batch, a tick, a checkpoint, a
+        # recovery. The rebalance listener runs in aiokafka's coordinator task, concurrently with the loop.
+        self.lock = asyncio.Lock()
+        self.closing = False  # final snapshot written: no more snapshots on revoke
+        self.stopping = False  # shutdown began: no more recovery on assign
+        self.positions: Positions = {}  # next offset after our last delivered decision/label, per partition
+        self._inflight: list[asyncio.Future[Any]] = []
+        self._resync: set[int] = set()
         self.monotonic: Callable[[], float] = time.monotonic  # the schedule's clock (tests script it)
         super().__init__(beacon=beacon, loop=loop)  # type: ignore[arg-type]  # mode: beacon=None is its default
 
     async def on_start(self) -> None:
         settings = self.runtime.settings
+        self.runtime.guarded = True  # from now on only claimed partitions' records apply, each offset once
         session_ms = int(settings.session_timeout_s * 1000)
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap,
             group_id=f"{settings.app_id}-events",
             client_id=f"{settings.app_id}-events",
             auto_offset_reset="earliest",
-            enable_auto_commit=True,
-            auto_commit_interval_ms=1000,
+            # Positions come from the state (snapshot + replay), never from commits; offsets are committed at each
+            # snapshot only so that lag tools show something meaningful.
+            enable_auto_commit=False,
             session_timeout_ms=session_ms,
             heartbeat_interval_ms=max(session_ms // 6, 500),
             fetch_max_wait_ms=10,  # an idle partition answers within 10 ms: bounds the fetch part of latency
@@ -123,65 +160,88 @@ class WorkerLoop(mode.Service):
             enable_idempotence=False,
             linger_ms=5,
             max_batch_size=256 * 1024,
+            max_request_size=1 << 20,
         )
         await self._producer.start()
+        await self._pointers.start()
         await self._consumer.start()
-        self._consumer.subscribe(
-            [settings.topic(names.EVENTS)], listener=_Rebalance(self.runtime, settings.topic(names.EVENTS))
-        )
+        self._consumer.subscribe([self.events_topic], listener=_Rebalance(self))
 
     async def on_stop(self) -> None:
-        """Let the loop finish its iteration (a running tick completes and its outputs are sent), then close."""
+        """Let the loop finish its iteration (a running tick completes and its outputs are sent), write a final
+        snapshot of every partition (the next owner then replays nothing), then leave the group and close. Each
+        step is bounded: a consumer stopped in the middle of a group join waits for the join to end (the session
+        timeout of a dead member, on Tansu), which must not hold a SIGTERM for long."""
+        self.stopping = True
         with contextlib.suppress(asyncio.TimeoutError):
             await asyncio.wait_for(self._done.wait(), timeout=10.0)
+        self.closing = True
         if self._producer is not None:
-            with contextlib.suppress(Exception):
-                await self._producer.flush()
-                await self._producer.stop()
+            try:
+                async with self.lock:
+                    await asyncio.wait_for(self.checkpoint(sorted(self.runtime.claimed)), timeout=10.0)
+            except Exception as exc:  # a broker already gone: the next owner replays from the last snapshot
+                log.warning("no final snapshot", extra={"error": f"{type(exc).__name__}: {exc}"})
         if self._consumer is not None:
             with contextlib.suppress(Exception):
-                await self._consumer.stop()
+                await asyncio.wait_for(self._consumer.stop(), timeout=5.0)
+        if self._producer is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(self._producer.stop(), timeout=5.0)
+        await self._pointers.stop()
         self._executor.shutdown(wait=True)
 
     @mode.Service.task  # type: ignore[untyped-decorator]
     async def _run(self) -> None:
         try:
             await self.run_until_stopped()
+        except ConsumerStoppedError:
+            if not self.stopping:
+                raise  # stopped under us while shutting down (on_stop's wait ran out): nothing is lost by that
         finally:
             self._done.set()
 
     async def run_until_stopped(self) -> None:
         """The loop itself: fetch and apply until the next tick is due, drain, tick, send; until stopped."""
         assert self._consumer is not None and self._producer is not None
-        consumer, interval = self._consumer, self.runtime.settings.tick_interval_s
+        consumer, settings = self._consumer, self.runtime.settings
+        interval = settings.tick_interval_s
         clock = self.monotonic
         next_tick = clock() + interval
+        next_snapshot = clock() + settings.snapshot_interval_s
         while not self.should_stop:
             wait_ms = max(0, math.ceil((next_tick - clock()) * 1000))  # ceil: no busy spin in the last ms
-            self._apply(await consumer.getmany(timeout_ms=wait_ms, max_records=MAX_BATCH))
-            if clock() >= next_tick:
-                drained = 0
-                while drained < DRAIN_LIMIT:  # what was fetched before the tick is applied before it
-                    batch = await consumer.getmany(timeout_ms=0, max_records=MAX_BATCH)
-                    if not batch:
-                        break
-                    drained += self._apply(batch)
-                late = clock() - next_tick
-                self.stats.max_lateness_s = max(self.stats.max_lateness_s, late)
-                self.runtime.swap_pending_model()
-                # The event loop stays free while the tick matches in its thread: the consumer keeps prefetching,
-                # heartbeats and sends go on. Preparing batches meanwhile (decode, featurize, embed) was tried and
-                # measured worse: it competes with the tick's Python parts for the GIL, so ticks grew longer.
-                stats = await asyncio.get_running_loop().run_in_executor(self._executor, self._tick)
-                self.stats.ticks += 1
-                self.stats.tick_ms.append(stats.elapsed_ms)
-                if len(self.stats.tick_ms) > 10_000:
-                    del self.stats.tick_ms[:5_000]
-                next_tick += interval
-                if next_tick <= clock():  # the work took longer than a tick: skip, never run ticks back to back
-                    self.stats.overruns += 1
-                    next_tick = clock() + interval
-            await self._flush()
+            batch = await consumer.getmany(timeout_ms=wait_ms, max_records=MAX_BATCH)
+            async with self.lock:
+                if self._resync:
+                    await self._rebuild()
+                self._apply(batch)
+                if clock() >= next_tick:
+                    drained = 0
+                    while drained < DRAIN_LIMIT:  # what was fetched before the tick is applied before it
+                        more = await consumer.getmany(timeout_ms=0, max_records=MAX_BATCH)
+                        if not more:
+                            break
+                        drained += self._apply(more)
+                    late = clock() - next_tick
+                    self.stats.max_lateness_s = max(self.stats.max_lateness_s, late)
+                    self.runtime.swap_pending_model()
+                    # The event loop stays free while the tick matches in its thread: the consumer keeps
+                    # prefetching, heartbeats and sends go on. Preparing batches meanwhile (decode, featurize,
+                    # embed) was tried and measured worse: it competes with the tick's Python parts for the GIL.
+                    stats = await asyncio.get_running_loop().run_in_executor(self._executor, self._tick)
+                    self.stats.ticks += 1
+                    self.stats.tick_ms.append(stats.elapsed_ms)
+                    if len(self.stats.tick_ms) > 10_000:
+                        del self.stats.tick_ms[:5_000]
+                    next_tick += interval
+                    if next_tick <= clock():  # the work took longer than a tick: skip, never run back to back
+                        self.stats.overruns += 1
+                        next_tick = clock() + interval
+                await self._flush()
+                if clock() >= next_snapshot:
+                    await self.checkpoint(sorted(self.runtime.claimed))
+                    next_snapshot = clock() + settings.snapshot_interval_s
 
     def _apply(self, batch: dict[TopicPartition, list[Any]]) -> int:
         n = 0
@@ -206,12 +266,18 @@ class WorkerLoop(mode.Service):
         if not self.sink.queued:
             return
         assert self._producer is not None
-        for future in await self.sink.flush(self._producer):
-            future.add_done_callback(self._delivered)
+        for future, topic, partition in await self.sink.flush(self._producer):
+            future.add_done_callback(partial(self._delivered, topic, partition))
+            self._inflight.append(future)
+        if len(self._inflight) > 100_000:
+            self._inflight = [f for f in self._inflight if not f.done()]
 
-    def _delivered(self, future: asyncio.Future[Any]) -> None:
+    def _delivered(self, topic: str, partition: int | None, future: asyncio.Future[Any]) -> None:
         if future.cancelled() or future.exception() is not None:
             self.stats.send_errors += 1
+            if partition is not None and topic != self.runtime.settings.topic(names.TICKS):
+                # A decision or label the log does not have: our state is ahead of the log, rebuild it from there.
+                self._resync.add(partition)
             if self.stats.send_errors in (1, 10, 100, 1000):
                 log.error(
                     "output not delivered",
@@ -220,5 +286,71 @@ class WorkerLoop(mode.Service):
                         "error": str(future.exception() if not future.cancelled() else "cancelled"),
                     },
                 )
-        else:
-            self.stats.sent += 1
+            return
+        self.stats.sent += 1
+        meta = future.result()
+        key = (meta.topic, meta.partition)
+        self.positions[key] = max(self.positions.get(key, 0), meta.offset + 1)
+
+    async def checkpoint(self, partitions: list[int]) -> None:
+        """Snapshot ``partitions`` (caller holds the lock): send everything queued, wait until every output is
+        acknowledged (so the snapshot's decisions/labels offsets are final), then write each snapshot and move
+        its pointer. A partition with an undelivered output is rebuilt instead (its state is ahead of the log)."""
+        if not partitions:
+            return
+        assert self._producer is not None
+        started = time.perf_counter()
+        await self._flush()
+        inflight, self._inflight = self._inflight, []
+        await asyncio.gather(*inflight, return_exceptions=True)
+        await asyncio.sleep(0)  # let the delivery callbacks run
+        if self._resync:
+            await self._rebuild()
+        settings, size = self.runtime.settings, 0
+        decisions, labels = settings.topic(names.DECISIONS), settings.topic(names.LABELS)
+        for p in partitions:
+            if p not in self.runtime.claimed:
+                continue
+            snap = snapshots.take(
+                self.runtime,
+                p,
+                self.positions.get((decisions, p), 0),
+                self.positions.get((labels, p), 0),
+                self.runtime.clock(),
+            )
+            blob = snapshots.encode(snap)
+            size += len(blob)
+            offset = await write_blob(self._producer, self.snapshots_topic, p, f"p{p}".encode(), blob)
+            await self._pointers.set(p, offset)
+            if self._consumer is not None and not self.closing:
+                with contextlib.suppress(Exception):  # for lag tools only; fails outside a group generation
+                    await self._consumer.commit({TopicPartition(self.events_topic, p): snap.events_offset})
+        self.stats.snapshots += 1
+        self.stats.snapshot_bytes = size
+        self.stats.snapshot_ms = (time.perf_counter() - started) * 1000.0
+        log.info(
+            "snapshot written",
+            extra={"partitions": partitions, "bytes": size, "ms": round(self.stats.snapshot_ms, 1)},
+        )
+
+    async def adopt(self, partitions: list[int]) -> None:
+        """Own ``partitions`` (caller holds the lock): recover those not held yet, then position the consumer at
+        the offset each one's state reflects."""
+        new = [p for p in partitions if p not in self.runtime.claimed]
+        if new:
+            self.stats.recovered.extend(
+                await recover(self.runtime, self.runtime.settings, self.bootstrap, self._pointers, new, self.positions)
+            )
+        assert self._consumer is not None
+        for p in partitions:
+            self._consumer.seek(TopicPartition(self.events_topic, p), self.runtime.claimed[p])
+
+    async def _rebuild(self) -> None:
+        """Drop and recover the partitions whose outputs were not delivered (caller holds the lock)."""
+        parts, self._resync = sorted(self._resync & set(self.runtime.claimed)), set()
+        if not parts:
+            return
+        self.stats.resyncs += len(parts)
+        log.warning("rebuilding partitions after undelivered outputs", extra={"partitions": parts})
+        self.runtime.drop_partitions(set(parts))
+        await self.adopt(parts)

@@ -31,6 +31,7 @@ from tickmatch.outcomes import EndOutcome, LabelJoin
 from tickmatch.schemas import (
     ChatEnd,
     DecodeError,
+    DurationLabel,
     Join,
     Leave,
     MatchDecision,
@@ -45,7 +46,8 @@ from tickmatch.stream.settings import Settings
 
 log = logging.getLogger(__name__)
 
-MAX_REMEMBERED_JOINS = 1_000_000  # (shard, user) pairs whose last join time is kept to recognise retries (~100 MB)
+MAX_REMEMBERED_JOINS = 1_000_000  # (shard, user) pairs whose recent join tickets are kept to recognise retries
+TICKETS_PER_USER = 4  # a retry of any of a user's last 4 joins is recognised (not only of the newest)
 
 
 class Message(Protocol):
@@ -65,6 +67,9 @@ class Message(Protocol):
 
     @property
     def value(self) -> bytes | None: ...
+
+    @property
+    def timestamp(self) -> int: ...
 
 
 @dataclass(slots=True)
@@ -97,8 +102,19 @@ class WorkerRuntime:
         self.policy = f"{cfg.matcher}-top{cfg.k}"
         self.counters: dict[str, int] = {}
         self.events = 0  # input messages consumed (applied or dead-lettered), reported on every tick-stats record
-        # (shard, user) -> ts of the user's last applied join: a join repeated with the same ts is a client retry
-        self._last_join: OrderedDict[tuple[str, str], float] = OrderedDict()
+        # (shard, user) -> tickets of the user's last joins (oldest first): a join with one of them is a retry
+        self.tickets: OrderedDict[tuple[str, str], tuple[str, ...]] = OrderedDict()
+        # Partition -> next events offset to apply, for partitions this worker owns (the worker loop claims them
+        # after recovery). With ``guarded`` set, a record below it was applied already and one of a partition not
+        # claimed is not ours: both are skipped. Tests that feed messages by hand leave ``guarded`` off.
+        self.claimed: dict[int, int] = {}
+        self.guarded = False
+        # Set while recovery replays a partition (see tickmatch.agents.recovery): joins take their record's
+        # timestamp as join time, dead letters below ``quiet_below`` were published before and are not repeated,
+        # and labels whose match id is in ``published_labels`` are not emitted again.
+        self.replaying = False
+        self.quiet_below: dict[int, int] = {}
+        self.published_labels: set[str] = set()
 
     @property
     def model_version(self) -> str:
@@ -167,6 +183,8 @@ class WorkerRuntime:
         The batch's joins are featurized first and embedded with one matrix product (a join's features do not
         depend on the pool), then every event is applied in its offset order, so a join and a leave of the
         same user in one batch end as they would one by one."""
+        if self.guarded:
+            messages = self._unseen(messages)
         self.events += len(messages)
         decoded: list[tuple[Message, InputEvent]] = []
         for msg in messages:
@@ -186,31 +204,51 @@ class WorkerRuntime:
         now = self.clock()
         for msg, event in decoded:
             try:
+                # Replay takes each record's time from its Kafka timestamp: join times and chat-end deadlines
+                # come out as the live worker had them (within its fetch delay), not as of the recovery.
+                at = msg.timestamp / 1000.0 if self.replaying else now
                 if type(event) is Join:
-                    self._join(event, msg.partition, now, raw[j], emb[j])
+                    self._join(event, msg.partition, at, raw[j], emb[j])
                     j += 1
                 else:
-                    self.apply(event, msg.partition)
+                    self.apply(event, msg.partition, at)
             except PoolError as exc:
                 self._reject(msg, "rejected", str(exc))
                 continue
             applied += 1
         return applied
 
+    def _unseen(self, messages: Sequence[Message]) -> list[Message]:
+        """The messages of claimed partitions not applied yet; advances each partition's claimed offset."""
+        out = []
+        for msg in messages:
+            nxt = self.claimed.get(msg.partition)
+            if nxt is None or msg.offset < nxt:
+                self.count("events.skipped")
+                continue
+            self.claimed[msg.partition] = msg.offset + 1
+            out.append(msg)
+        return out
+
     def _reject(self, msg: Message, reason: str, detail: str) -> None:
         self.count(f"dlq.{reason}")
+        if self.replaying and msg.offset < self.quiet_below.get(msg.partition, 0):
+            return  # dead-lettered before the restart
         self.sink.dead_letter(msg.key, msg.value, reason, detail, f"{msg.topic}/{msg.partition}/{msg.offset}")
 
     def _reject_end(self, end: ChatEnd, reason: str, detail: str) -> None:
         """Dead-letter a chat-end the label join turned away (re-encoded: the original bytes are long gone)."""
+        if self.replaying:
+            return
         self.sink.dead_letter(end.shard.encode(), encode(end), reason, detail, "labels")
 
-    def apply(self, event: InputEvent, partition: int) -> None:
-        """Apply one validated event to the shard state (tests and single events; batches use
-        :meth:`apply_batch`)."""
+    def apply(self, event: InputEvent, partition: int, now: float | None = None) -> None:
+        """Apply one validated event to the shard state at ``now`` (default: the clock); tests and single
+        events; batches use :meth:`apply_batch`."""
+        now = self.clock() if now is None else now
         if isinstance(event, Join):
             raw = featurize(_profile(event), event.signals)
-            self._join(event, partition, self.clock(), raw, self.scorer.embed(raw[None, :])[0])
+            self._join(event, partition, now, raw, self.scorer.embed(raw[None, :])[0])
             return
         self.shard_partition[event.shard] = partition
         if isinstance(event, Leave):
@@ -227,32 +265,34 @@ class WorkerRuntime:
                 pool.update_features(event.user_id, self.scorer.embed(raw[None, :])[0], attrs, raw=raw)
             self.count("profile_updates")
         else:
-            self._on_chat_end(event)
+            self._on_chat_end(event, now)
 
     def _join(
         self, event: Join, partition: int, now: float, raw: npt.NDArray[np.float32], emb: npt.NDArray[np.float32]
     ) -> None:
         self.shard_partition[event.shard] = partition
         key = (event.shard, event.user_id)
-        if self._last_join.get(key) == event.ts:
+        ticket = event.ticket
+        seen = self.tickets.get(key, ())
+        if ticket in seen:
             # The same join again (a client or producer retry): whether the user still waits, was matched or left,
             # it changes nothing. Without this a late retry re-queued a matched user, who was matched twice.
             self.count("joins.duplicate")
             return
-        self._last_join[key] = event.ts
-        self._last_join.move_to_end(key)
-        if len(self._last_join) > MAX_REMEMBERED_JOINS:
-            self._last_join.popitem(last=False)
+        self.tickets[key] = (*seen[-(TICKETS_PER_USER - 1) :], ticket)
+        self.tickets.move_to_end(key)
+        if len(self.tickets) > MAX_REMEMBERED_JOINS:
+            self.tickets.popitem(last=False)
         wants = {"country": event.want_country, "language": event.want_language, "gender": event.want_gender}
         self.pool(event.shard).add(event.user_id, now, emb, _profile(event), wants, blocked=event.blocked, raw=raw)
         self.activity[event.shard].arrivals += 1
         self.count("joins")
 
-    def _on_chat_end(self, end: ChatEnd) -> None:
-        outcome, label = self.labels.add_end(end, self.clock())
+    def _on_chat_end(self, end: ChatEnd, now: float) -> None:
+        outcome, label = self.labels.add_end(end, now)
         self.count(f"chat_end.{outcome.value}")
         if label is not None:
-            self.sink.label(label)
+            self._label(label)
         if outcome is EndOutcome.WRONG_USER:
             self._reject_end(end, "user-not-in-match", f"user {end.user_id!r} is not part of match {end.match_id!r}")
 
@@ -276,6 +316,7 @@ class WorkerRuntime:
             with gc_paused():
                 found = self.engine.match(pool, model, self.curve, now)
             wait_sum = 0.0
+            offset = self.claimed.get(self.shard_partition[shard]) if self.guarded else None
             for a, b, score in zip(found.a.tolist(), found.b.tolist(), found.score.tolist(), strict=True):
                 wait_a = max(now - float(pool.joined_at[a]), 0.0)
                 wait_b = max(now - float(pool.joined_at[b]), 0.0)
@@ -297,6 +338,9 @@ class WorkerRuntime:
                         wait_b_s=wait_b,
                         features_a=features_a,
                         features_b=features_b,
+                        events_offset=offset,
+                        join_a=self._ticket(shard, user_a),
+                        join_b=self._ticket(shard, user_b),
                     )
                 )
             activity = self.activity[shard]
@@ -309,7 +353,7 @@ class WorkerRuntime:
             self.sink.decision(decision)
             labels, rejected = self.labels.add_decision(decision, now)
             for label in labels:
-                self.sink.label(label)
+                self._label(label)
             for end, outcome in rejected:
                 self._reject_end(end, outcome.value, f"held chat-end rejected: {outcome.value}")
         self.sweep_labels(now)
@@ -328,16 +372,50 @@ class WorkerRuntime:
         self.count("decisions", len(decisions))
         return stats
 
+    def _ticket(self, shard: str, user: str) -> str | None:
+        seen = self.tickets.get((shard, user))
+        return seen[-1] if seen else None
+
+    def _label(self, label: DurationLabel) -> None:
+        if self.replaying and label.match_id in self.published_labels:
+            return  # published before the restart
+        self.sink.label(label)
+
+    def apply_decision(self, decision: MatchDecision) -> bool:
+        """Re-apply a published decision during recovery, exactly as its tick changed the state: the tick's expiry
+        and ban pruning at its time, both users out of the pool, the pair banned, the match open for its label.
+        Returns False (and counts it) if a user was not waiting, which a consistent log never shows."""
+        now = decision.decided_at
+        pool = self.pool(decision.shard)
+        pool.expire(now, self.settings.wait_ttl_s)
+        pool.forbidden.prune(now, pool.slot_map)
+        found = [pool.remove(user) is not None for user in (decision.user_a, decision.user_b)]
+        pool.forbidden.record_match(decision.user_a, decision.user_b, now)
+        self.tick_id = max(self.tick_id, decision.tick_id)
+        labels, rejected = self.labels.add_decision(decision, now)
+        for label in labels:
+            self._label(label)
+        for end, outcome in rejected:
+            self._reject_end(end, outcome.value, f"held chat-end rejected: {outcome.value}")
+        if not all(found):
+            self.count("recovery.decision_users_missing")
+            return False
+        return True
+
     def sweep_labels(self, now: float) -> None:
         """Emit labels whose grace or censoring deadline passed; dead-letter chat-ends of unknown matches."""
         labels, dead = self.labels.sweep(now)
         for label in labels:
-            self.sink.label(label)
+            self._label(label)
         for end in dead:
             self.count("dlq.unknown-match")
             self._reject_end(
                 end, "unknown-match", f"no decision {end.match_id!r} within {self.settings.orphan_grace_s}s"
             )
+
+    def shards_of(self, partition: int) -> list[str]:
+        """Local shards whose events arrive on ``partition``."""
+        return [s for s, p in self.shard_partition.items() if p == partition]
 
     def drop_partitions(self, partitions: set[int]) -> list[str]:
         """Forget shards whose partition was revoked: another worker owns them now (no double matching)."""
@@ -346,6 +424,11 @@ class WorkerRuntime:
             self.pools.pop(shard, None)
             self.activity.pop(shard, None)
             del self.shard_partition[shard]
+        for partition in partitions:
+            self.claimed.pop(partition, None)
+        gone_set = set(gone)
+        for key in [k for k in self.tickets if k[0] in gone_set]:
+            del self.tickets[key]
         dropped = self.labels.forget_shards(set(gone))
         if gone:
             log.info("partitions revoked", extra={"shards": gone, "open_matches_dropped": dropped})

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from aiokafka import AIOKafkaProducer
@@ -43,7 +44,10 @@ class FlushingSink(Sink, Protocol):
 
     queued: Any
 
-    async def flush(self, producer: AIOKafkaProducer) -> list[asyncio.Future[Any]]: ...
+    async def flush(self, producer: AIOKafkaProducer) -> list[Sent]: ...
+
+
+Sent = tuple["asyncio.Future[Any]", str, int | None]  # delivery future, topic, partition the record was pinned to
 
 
 def dlq_headers(reason: str, detail: str, origin: str) -> Headers:
@@ -55,37 +59,45 @@ class TopicSink:
     """Queues encoded outputs for the topics of ``settings``, keyed by shard (so outputs stay co-partitioned with
     inputs); :meth:`flush` sends what is queued."""
 
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: Settings, partition_of: Callable[[str], int | None] | None = None) -> None:
         self.decisions_topic = settings.topic(names.DECISIONS)
         self.labels_topic = settings.topic(names.LABELS)
         self.dlq_topic = settings.topic(names.DLQ)
         self.ticks_topic = settings.topic(names.TICKS)
-        self.queued: list[tuple[str, bytes | None, bytes, Headers | None]] = []
+        # Decisions, labels and shard stats go to the partition number their shard's events arrived on (not to
+        # wherever our partitioner would hash the key): recovery of events partition p reads decisions and labels
+        # partition p, whatever partitioner the producers of events used.
+        self.partition_of = partition_of or (lambda shard: None)
+        self.queued: list[tuple[str, bytes | None, bytes, Headers | None, int | None]] = []
 
     def decision(self, decision: MatchDecision) -> None:
-        self.queued.append((self.decisions_topic, decision.shard.encode(), encode(decision), None))
+        shard = decision.shard
+        self.queued.append((self.decisions_topic, shard.encode(), encode(decision), None, self.partition_of(shard)))
 
     def label(self, label: DurationLabel) -> None:
-        self.queued.append((self.labels_topic, label.shard.encode(), encode(label), None))
+        shard = label.shard
+        self.queued.append((self.labels_topic, shard.encode(), encode(label), None, self.partition_of(shard)))
 
     def dead_letter(self, key: bytes | None, value: bytes | None, reason: str, detail: str, origin: str) -> None:
         if log.isEnabledFor(logging.WARNING):
             log.warning("dead-lettered event", extra={"reason": reason, "detail": detail, "origin": origin})
         self.queued.append(
-            (self.dlq_topic, key, value if value is not None else b"", dlq_headers(reason, detail, origin))
+            (self.dlq_topic, key, value if value is not None else b"", dlq_headers(reason, detail, origin), None)
         )
 
     def tick_stats(self, stats: TickStats) -> None:
-        self.queued.append((self.ticks_topic, stats.worker.encode(), encode(stats), None))
+        self.queued.append((self.ticks_topic, stats.worker.encode(), encode(stats), None, None))
 
     def shard_stats(self, stats: ShardStats) -> None:
-        self.queued.append((self.ticks_topic, stats.shard.encode(), encode(stats), None))
+        shard = stats.shard
+        self.queued.append((self.ticks_topic, shard.encode(), encode(stats), None, self.partition_of(shard)))
 
-    async def flush(self, producer: AIOKafkaProducer) -> list[asyncio.Future[Any]]:
-        """Hand every queued record to the producer; returns the delivery futures (the worker loop counts
-        deliveries and failures through their callbacks). ``send`` only waits when the producer's buffer is full:
-        that is the back-pressure that slows the loop when the broker cannot keep up."""
+    async def flush(self, producer: AIOKafkaProducer) -> list[Sent]:
+        """Hand every queued record to the producer; returns (delivery future, topic, partition) of each (the
+        worker loop tracks deliveries and failures). ``send`` only waits when the producer's buffer is full: that
+        is the back-pressure that slows the loop when the broker cannot keep up."""
         queued, self.queued = self.queued, []
         return [
-            await producer.send(topic, value=value, key=key, headers=headers) for topic, key, value, headers in queued
+            (await producer.send(topic, value=value, key=key, headers=headers, partition=partition), topic, partition)
+            for topic, key, value, headers, partition in queued
         ]

@@ -53,6 +53,15 @@ _FEATURES = tuple(
     for side in ("a", "b")
 )
 
+_JOIN_ID = Field(
+    "join_id",
+    "str",
+    "Client-chosen id of this join request (a ticket id). A join with the ticket of one already applied (waiting, "
+    "matched or left) changes nothing, so clients may retry freely; decisions echo it. Absent: user_id and ts "
+    "together identify the request.",
+    required=False,
+)
+
 END_REASONS = ("hangup", "skip", "disconnect", "report", "timeout")
 
 R = TypeVar("R", bound="Record")
@@ -142,7 +151,7 @@ class Join(Record):
     """A user starts waiting for a partner in a shard."""
 
     TYPE: ClassVar[str] = "join"
-    FIELDS: ClassVar[tuple[Field, ...]] = (_USER, _SHARD, _TS, *_PROFILE, _SIGNALS, *_FILTERS)
+    FIELDS: ClassVar[tuple[Field, ...]] = (_USER, _SHARD, _TS, *_PROFILE, _SIGNALS, *_FILTERS, _JOIN_ID)
 
     user_id: str
     shard: str
@@ -156,6 +165,13 @@ class Join(Record):
     want_language: tuple[str, ...] = ()
     want_gender: tuple[str, ...] = ()
     blocked: tuple[str, ...] = ()
+    join_id: str | None = None
+
+    @property
+    def ticket(self) -> str:
+        """What makes this join one request: the client's ``join_id``, or (for clients that send none) the user
+        and ``ts`` together, so a retried send of the same join is still recognised."""
+        return self.join_id if self.join_id is not None else f"{self.user_id}@{self.ts!r}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,6 +241,18 @@ class MatchDecision(Record):
         Field("wait_a_s", "float", "How long user_a had waited.", minimum=0.0),
         Field("wait_b_s", "float", "How long user_b had waited.", minimum=0.0),
         *_FEATURES,
+        Field(
+            "events_offset",
+            "int",
+            "Offset in the shard's events partition up to which (exclusive) the deciding tick had applied events; "
+            "recovery replays events and re-applies decisions in this order.",
+            required=False,
+            minimum=0,
+        ),
+        Field(
+            "join_a", "str", "Ticket of user_a's join this decision answers (its join_id, or user@ts).", required=False
+        ),
+        Field("join_b", "str", "Ticket of user_b's join this decision answers.", required=False),
     )
 
     match_id: str
@@ -240,6 +268,9 @@ class MatchDecision(Record):
     wait_b_s: float
     features_a: tuple[float, ...] = ()
     features_b: tuple[float, ...] = ()
+    events_offset: int | None = None
+    join_a: str | None = None
+    join_b: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -35,6 +35,38 @@ class EarliestReader:
             if records:
                 yield records
 
+    async def caught_up(self) -> bool:
+        """Every assigned partition's position has reached its high watermark as of the last fetch response (the
+        broker's own figure, not a LATEST offset request: those are wrong on Tansu after a restart)."""
+        for tp in self.consumer.assignment():
+            high = self.consumer.highwater(tp)
+            if high is None or await self.consumer.position(tp) < high:
+                return False
+        return True
+
+    async def until_caught_up(
+        self, max_records: int = 5000, timeout_ms: int = 100
+    ) -> AsyncIterator[list[ConsumerRecord[bytes, bytes]]]:
+        """Yield batches until every partition was read up to the high watermark its fetches reported."""
+        while True:
+            polled = await self.consumer.getmany(timeout_ms=timeout_ms, max_records=max_records)
+            records = [rec for part in polled.values() for rec in part]
+            if records:
+                yield records
+            elif await self.caught_up():
+                return
+
+
+@contextlib.asynccontextmanager
+async def read_from(
+    bootstrap: str, client_id: str, offsets: dict[TopicPartition, int]
+) -> AsyncIterator[EarliestReader]:
+    """Like :func:`read_from_earliest`, positioned at the given offsets instead."""
+    async with read_from_earliest(bootstrap, client_id, list(offsets)) as reader:
+        for tp, offset in offsets.items():
+            reader.consumer.seek(tp, offset)
+        yield reader
+
 
 @contextlib.asynccontextmanager
 async def read_from_earliest(

@@ -37,6 +37,7 @@ class Settings:
     stats_window_s: float = 60.0
     embed_dim: int = 32
     session_timeout_s: float = 6.0
+    snapshot_interval_s: float = 10.0
     web_port: int = 6066
     web_enabled: bool = False
     data_dir: str = ".tickmatch"
@@ -80,7 +81,14 @@ class Settings:
 
     def validate(self) -> None:
         """Check cross-field and range rules."""
-        positive = ("tick_interval_s", "wait_ttl_s", "censor_after_s", "stats_window_s", "session_timeout_s")
+        positive = (
+            "tick_interval_s",
+            "wait_ttl_s",
+            "censor_after_s",
+            "stats_window_s",
+            "session_timeout_s",
+            "snapshot_interval_s",
+        )
         for name in positive:
             if getattr(self, name) <= 0:
                 raise SettingsError(f"{ENV[name]} must be > 0, got {getattr(self, name)}")
@@ -126,6 +134,7 @@ ENV: dict[str, str] = {
     "stats_window_s": "TICKMATCH_STATS_WINDOW_S",
     "embed_dim": "TICKMATCH_EMBED_DIM",
     "session_timeout_s": "TICKMATCH_SESSION_TIMEOUT_S",
+    "snapshot_interval_s": "TICKMATCH_SNAPSHOT_INTERVAL_S",
     "web_port": "TICKMATCH_WEB_PORT",
     "web_enabled": "TICKMATCH_WEB_ENABLED",
     "data_dir": "TICKMATCH_DATA_DIR",
@@ -156,6 +165,8 @@ DOCS: dict[str, str] = {
     "stats_window_s": "Width of the tumbling windows of per-shard arrival/departure/wait tables.",
     "embed_dim": "Dimension of the user feature embeddings the scorer uses.",
     "session_timeout_s": "Consumer session timeout; short on Tansu, whose group join waits about half of it.",
+    "snapshot_interval_s": "Seconds between partition snapshots: what a restart or a new owner replays is at most "
+    "this much of the events log (README, Reliability).",
     "web_port": "Port of the Faust web server (when enabled).",
     "web_enabled": "Serve Faust's web views (true/false).",
     "data_dir": "Directory for broker logs and Faust data.",

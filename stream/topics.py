@@ -20,7 +20,8 @@ DECISIONS = "decisions"
 LABELS = "labels"
 DLQ = "events.dlq"
 TICKS = "ticks"
-ALL = (EVENTS, DECISIONS, LABELS, DLQ, TICKS)  # keyed by shard, ``settings.partitions`` each
+SNAPSHOTS = "snapshots"  # partition p holds snapshots of events partition p's state (see agents.snapshot)
+ALL = (EVENTS, DECISIONS, LABELS, DLQ, TICKS, SNAPSHOTS)  # ``settings.partitions`` each
 MODELS = "models"  # one partition: every worker reads all of it, in publication order
 
 

@@ -67,6 +67,7 @@ class Msg:
     partition: int = 0
     offset: int = 0
     topic: str = "events"
+    timestamp: int = 0  # Kafka record timestamp, milliseconds (recovery takes join times from it)
 
     @classmethod
     def of(cls, record: Record, partition: int = 0, offset: int = 0) -> Msg:

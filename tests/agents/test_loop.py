@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import deque
+from types import SimpleNamespace
 from typing import Any
 
 from aiokafka import TopicPartition
@@ -51,10 +52,12 @@ class RecordingProducer:
     def __init__(self) -> None:
         self.sent: list[tuple[str, bytes]] = []
 
-    async def send(self, topic: str, value: bytes, key: bytes | None = None, headers: Any = None) -> Any:
+    async def send(
+        self, topic: str, value: bytes, key: bytes | None = None, headers: Any = None, partition: int | None = None
+    ) -> Any:
         self.sent.append((topic, value))
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        future.set_result(None)
+        future: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+        future.set_result(SimpleNamespace(topic=topic, partition=partition or 0, offset=len(self.sent) - 1))
         return future
 
 
@@ -80,6 +83,8 @@ async def run_loop(
     sink = TopicSink(settings)
     runtime = WorkerRuntime(settings, sink, ManualClock())
     loop = OneTick(runtime, sink, "127.0.0.1:9")
+    runtime.claimed[TP.partition] = 0  # as if adopted: the loop guards offsets of the partitions it owns
+    runtime.guarded = True
     loop.ticks_wanted = ticks
     loop.tick_starts = []
     consumer, producer = ScriptedConsumer(script), RecordingProducer()

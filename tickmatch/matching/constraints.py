@@ -99,7 +99,10 @@ class ForbiddenPairs:
         """Forbid re-matching ``a`` and ``b`` until ``now + repeat_window_s``."""
         if self.repeat_window_s <= 0:
             return
-        until = now + self.repeat_window_s
+        self.ban(a, b, now + self.repeat_window_s)
+
+    def ban(self, a: str, b: str, until: float) -> None:
+        """Forbid re-matching ``a`` and ``b`` until ``until`` (a snapshot restores bans through here)."""
         self._recent.setdefault(a, {})[b] = until
         self._recent.setdefault(b, {})[a] = until
         heapq.heappush(self._expiry, (until, a, b))
@@ -124,6 +127,14 @@ class ForbiddenPairs:
                 self._unlink(pair_key(sa, sb))
                 self.relaxed += 1
         return ended
+
+    def bans(self) -> list[tuple[str, str, float]]:
+        """Live repeat bans as ``(a, b, until)`` with ``a < b`` (for a snapshot)."""
+        return [(a, b, until) for a, partners in self._recent.items() for b, until in partners.items() if a < b]
+
+    def blocks(self, user: str) -> tuple[str, ...]:
+        """The block list a waiting user joined with."""
+        return tuple(sorted(self._blocks.get(user, ())))
 
     def keys(self) -> npt.NDArray[np.int64]:
         """Sorted keys of forbidden slot pairs currently both in the pool (rebuilt only after a change)."""

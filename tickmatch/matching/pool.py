@@ -9,7 +9,7 @@ join/leave/match, never inside scoring.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar, cast
+from typing import Any, NamedTuple, TypeVar, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -43,6 +43,22 @@ class Vocabulary:
             self._codes[value] = code
         return code
 
+    def values(self, mask: np.uint64) -> tuple[str, ...]:
+        """The values a mask accepts, inverse of :meth:`mask` (empty for accept-anyone)."""
+        if mask == ANY:
+            return ()
+        bits = int(mask)
+        return tuple(value for value, code in self._codes.items() if bits >> code & 1)
+
+    def value(self, code: int) -> str | None:
+        """The value of a code, inverse of :meth:`code`."""
+        if code == UNKNOWN:
+            return None
+        for value, c in self._codes.items():
+            if c == code:
+                return value
+        raise KeyError(code)
+
     def mask(self, wanted: tuple[str, ...]) -> np.uint64:
         """Bit mask of acceptable partner values; all ones when the user accepts anyone."""
         if not wanted:
@@ -51,6 +67,18 @@ class Vocabulary:
         for value in wanted:
             bits |= 1 << self.code(value)
         return np.uint64(bits)
+
+
+class WaitingUser(NamedTuple):
+    """One waiting user as :meth:`Pool.add` takes them (what a snapshot stores; the embedding is derived)."""
+
+    user_id: str
+    joined_at: float
+    raw: npt.NDArray[np.float32]
+    attrs: dict[str, str | None]
+    wants: dict[str, tuple[str, ...]]
+    blocked: tuple[str, ...]
+    bias: float
 
 
 class Pool:
@@ -218,6 +246,21 @@ class Pool:
         if slots.size:
             self.emb[slots] = embed(self.raw[slots])
         return int(slots.size)
+
+    def export(self) -> list[WaitingUser]:
+        """Every waiting user as :meth:`add` took them (for a partition snapshot; recovery re-adds them)."""
+        out = []
+        for slot in self.active_slots().tolist():
+            user = self.ids[slot]
+            assert user is not None
+            attrs = {name: self.vocab[name].value(int(self.attr[slot, i])) for i, name in enumerate(FILTER_ATTRS)}
+            wants = {name: self.vocab[name].values(self.want[slot, i]) for i, name in enumerate(FILTER_ATTRS)}
+            blocked = self.forbidden.blocks(user)
+            raw = self.raw[slot].copy()
+            out.append(
+                WaitingUser(user, float(self.joined_at[slot]), raw, attrs, wants, blocked, float(self.bias[slot]))
+            )
+        return out
 
     def active_slots(self) -> npt.NDArray[np.intp]:
         """Occupied slots in ascending order."""

@@ -38,6 +38,20 @@ class _Open:
     first_end_seen_at: float | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class OpenMatch:
+    """An open match as a snapshot holds it: the decision, the ends reported so far, when the first arrived."""
+
+    decision: MatchDecision
+    ends: dict[str, float]
+    first_end_seen_at: float | None
+
+
+CLOSED_MEMORY_S = (
+    300.0  # a snapshot remembers matches labelled this recently: a chat-end for one is "late", not unknown
+)
+
+
 class LabelJoin:
     """State of open matches for the shards a worker owns."""
 
@@ -48,7 +62,7 @@ class LabelJoin:
         self.censor_after_s = censor_after_s
         self.orphan_grace_s = orphan_grace_s
         self._open: dict[str, _Open] = {}
-        self._closed: OrderedDict[str, None] = OrderedDict()
+        self._closed: OrderedDict[str, tuple[str, float]] = OrderedDict()  # match id -> (shard, closed at)
         self._remember_closed = remember_closed
         self._orphans: dict[str, list[tuple[ChatEnd, float]]] = {}
         self._deadlines: list[tuple[float, str]] = []  # (time, match_id) min-heap, lazily invalidated
@@ -97,7 +111,7 @@ class LabelJoin:
             return EndOutcome.DUPLICATE, None
         entry.ends[end.user_id] = end.ended_at
         if len(entry.ends) == 2:
-            return EndOutcome.ACCEPTED, self._close(end.match_id, censored=False)
+            return EndOutcome.ACCEPTED, self._close(end.match_id, censored=False, now=now)
         if entry.first_end_seen_at is None:
             entry.first_end_seen_at = now
             heapq.heappush(self._deadlines, (now + self.grace_s, end.match_id))
@@ -112,9 +126,9 @@ class LabelJoin:
             entry = self._open.get(match_id)
             if entry is not None:
                 if entry.ends and entry.first_end_seen_at is not None and now >= entry.first_end_seen_at + self.grace_s:
-                    labels.append(self._close(match_id, censored=False))
+                    labels.append(self._close(match_id, censored=False, now=now))
                 elif not entry.ends and now >= entry.decision.decided_at + self.censor_after_s:
-                    labels.append(self._close(match_id, censored=True))
+                    labels.append(self._close(match_id, censored=True, now=now))
                 continue
             held = self._orphans.get(match_id)
             if held:
@@ -127,9 +141,9 @@ class LabelJoin:
                     del self._orphans[match_id]
         return labels, dead
 
-    def _close(self, match_id: str, censored: bool) -> DurationLabel:
+    def _close(self, match_id: str, censored: bool, now: float) -> DurationLabel:
         entry = self._open.pop(match_id)
-        self._closed[match_id] = None
+        self._closed[match_id] = (entry.decision.shard, now)
         if len(self._closed) > self._remember_closed:
             self._closed.popitem(last=False)
         decision = entry.decision
@@ -148,8 +162,55 @@ class LabelJoin:
         )
 
     def forget_shards(self, shards: set[str]) -> int:
-        """Drop open matches of shards this worker no longer owns; returns how many were dropped."""
+        """Drop open matches and held chat-ends of shards this worker no longer owns; returns how many open
+        matches were dropped."""
         gone = [m for m, e in self._open.items() if e.decision.shard in shards]
         for match_id in gone:
             del self._open[match_id]
+        for match_id in [m for m, held in self._orphans.items() if held and held[0][0].shard in shards]:
+            del self._orphans[match_id]
         return len(gone)
+
+    def close_published(self, published: dict[str, str], now: float) -> int:
+        """Mark as closed the matches (match id -> shard) whose label is already in the labels topic, closing
+        those still open without a new label (recovery: the previous owner emitted it, e.g. a censored label,
+        before it stopped). Returns how many were open."""
+        done = 0
+        for match_id, shard in published.items():
+            if self._open.pop(match_id, None) is not None:
+                done += 1
+            self._closed[match_id] = (shard, now)
+        while len(self._closed) > self._remember_closed:
+            self._closed.popitem(last=False)
+        return done
+
+    def export(
+        self, shards: set[str], now: float, closed_within_s: float = CLOSED_MEMORY_S
+    ) -> tuple[list[OpenMatch], list[tuple[ChatEnd, float]], list[tuple[str, str, float]]]:
+        """The open matches, held chat-ends and recently closed matches (``(match id, shard, closed at)``, closed
+        within ``closed_within_s``) of ``shards``, for a partition snapshot."""
+        opened = [
+            OpenMatch(e.decision, dict(e.ends), e.first_end_seen_at)
+            for e in self._open.values()
+            if e.decision.shard in shards
+        ]
+        held = [item for items in self._orphans.values() for item in items if item[0].shard in shards]
+        since = now - closed_within_s
+        closed = [(m, shard, at) for m, (shard, at) in self._closed.items() if shard in shards and at >= since]
+        return opened, held, closed
+
+    def restore(
+        self, opened: list[OpenMatch], held: list[tuple[ChatEnd, float]], closed: list[tuple[str, str, float]]
+    ) -> None:
+        """Re-create open matches, held chat-ends (deadlines included) and closed matches from a snapshot."""
+        for match_id, shard, at in closed:
+            self._closed[match_id] = (shard, at)
+        for item in opened:
+            match_id = item.decision.match_id
+            self._open[match_id] = _Open(item.decision, dict(item.ends), item.first_end_seen_at)
+            heapq.heappush(self._deadlines, (item.decision.decided_at + self.censor_after_s, match_id))
+            if item.first_end_seen_at is not None:
+                heapq.heappush(self._deadlines, (item.first_end_seen_at + self.grace_s, match_id))
+        for end, seen in held:
+            self._orphans.setdefault(end.match_id, []).append((end, seen))
+            heapq.heappush(self._deadlines, (seen + self.orphan_grace_s, end.match_id))
