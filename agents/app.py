@@ -1,8 +1,9 @@
 """The Faust app factory: every piece of worker wiring in one place.
 
 ``create_app`` builds the app and its topics and the Kafka-free :class:`WorkerRuntime`, and attaches to the app:
-the worker loop service (batch ingest of ``events``, ticks, batched output, the partition-revoke handling of its
-consumer), the outcome-stats agent and its windowed tables, and the model follower service. Tests pass a
+the worker loop (batch ingest of ``events``, ticks, batched output, snapshots, and the recovery and hand-over of
+partitions in its consumer's rebalances; started first, as a dependency of the app), the outcome-stats agent and its
+windowed tables, and the model follower service. Tests pass a
 recording sink and a manual clock (``tickmatch.testing``).
 """
 

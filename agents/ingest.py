@@ -11,6 +11,10 @@ synchronously (no await per event), and before a tick it also applies what the c
 a leave fetched before a tick is applied before that tick can match the user; a tick never overlaps itself or a
 batch, and a model swap lands between ticks. The tick's matching runs in a thread (the engine releases the GIL
 in BLAS and its numba kernels), so the event loop keeps fetching, heartbeating and sending meanwhile.
+
+The loop also owns the crash consistency of its partitions (README, Reliability): a snapshot of each one every
+``snapshot_interval_s``, on revoke and on shutdown, and recovery (``agents.recovery``) of each partition it is
+assigned before it consumes or ticks it.
 """
 
 from __future__ import annotations
@@ -68,35 +72,34 @@ class LoopStats:
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
     """Hands partitions over cleanly. On revoke: under the state lock (no tick or batch running), every output
-    delivered and a final snapshot of each revoked partition written, so the next owner replays nothing. On
-    assign: partitions lost are dropped, new ones recovered from Kafka (``agents.recovery``), and the consumer is
-    positioned at the offset each partition's state reflects (committed offsets are not used for that).
-
-    aiokafka revokes every partition at the start of a rebalance and then assigns the new set, so a partition
-    kept across the rebalance keeps its state (nobody else owned it in between)."""
+    delivered and a final snapshot of each revoked partition written, then the partition's state dropped, so
+    nothing of it is ticked after its snapshot and the next owner replays nothing. On assign: each partition
+    is recovered from Kafka (``agents.recovery``; a partition handed straight back loads the snapshot this
+    worker just wrote) and the consumer positioned at the offset its state reflects (committed offsets are not
+    used for that)."""
 
     def __init__(self, loop: WorkerLoop) -> None:
         self.loop = loop
-        self.revoked: set[int] = set()
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
         parts = {tp.partition for tp in revoked if tp.topic == self.loop.events_topic}
-        self.revoked |= parts
-        if self.loop.closing or not parts:
+        if not parts:
             return
         async with self.loop.lock:
-            await self.loop.checkpoint(sorted(parts & set(self.loop.runtime.claimed)))
+            if not self.loop.closing:
+                try:
+                    await self.loop.checkpoint(sorted(parts & set(self.loop.runtime.claimed)))
+                except Exception as exc:  # the next owner replays from the previous snapshot instead
+                    log.warning("no snapshot on revoke", extra={"error": f"{type(exc).__name__}: {exc}"})
+            self.loop.runtime.drop_partitions(parts)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
-        kept = {tp.partition for tp in assigned if tp.topic == self.loop.events_topic}
-        lost, self.revoked = self.revoked - kept, set()
+        parts = sorted(tp.partition for tp in assigned if tp.topic == self.loop.events_topic)
         if self.loop.stopping:  # shutting down: no recovery; the next owner recovers from our last snapshot
             return
         async with self.loop.lock:
-            if lost:
-                self.loop.runtime.drop_partitions(lost)
-            await self.loop.adopt(sorted(kept))
-        log.info("partitions assigned", extra={"partitions": sorted(kept), "lost": sorted(lost)})
+            await self.loop.adopt(parts)
+        log.info("partitions assigned", extra={"partitions": parts})
 
 
 class WorkerLoop(mode.Service):
@@ -148,6 +151,10 @@ class WorkerLoop(mode.Service):
             enable_auto_commit=False,
             session_timeout_ms=session_ms,
             heartbeat_interval_ms=max(session_ms // 6, 500),
+            # How long the group waits for a member to rejoin after a revoke. Our revoke writes a final snapshot
+            # (flush + acks + snapshot, ~0.2 s for 10,000 waiting users); a member that overran this would be
+            # dropped while still sending, and its late decisions could escape the next owner's recovery.
+            rebalance_timeout_ms=max(5 * session_ms, 30_000),
             fetch_max_wait_ms=10,  # an idle partition answers within 10 ms: bounds the fetch part of latency
             max_partition_fetch_bytes=max(1 << 20, MAX_EVENT_BYTES),
         )

@@ -418,7 +418,8 @@ class WorkerRuntime:
         return [s for s, p in self.shard_partition.items() if p == partition]
 
     def drop_partitions(self, partitions: set[int]) -> list[str]:
-        """Forget shards whose partition was revoked: another worker owns them now (no double matching)."""
+        """Forget the shards of revoked partitions (after their final snapshot): whoever owns them next recovers
+        them from Kafka, and nothing here ticks them in the meantime (no double matching)."""
         gone = [s for s, p in self.shard_partition.items() if p in partitions]
         for shard in gone:
             self.pools.pop(shard, None)

@@ -303,7 +303,11 @@ def verify(records: dict[str, list[Any]], pools: dict[str, set[str]]) -> dict[st
     # The same question asked without the tickets decisions echo (the audit the demo runs): a user in two
     # decisions with no join published between them.
     joins = [r for r, _, _, _ in records[names.EVENTS] if isinstance(r, Join)]
-    double |= {user for user, _, _ in double_booked(joins, decisions.values())}
+    by_time = double_booked(joins, decisions.values())
+    double |= {user for user, _, _ in by_time}
+    examples = [[_brief(decisions[m]) for m in (m0, m1)] for _, m0, m1 in by_time[:3]] + [
+        [_brief(decisions[m]) for m in sorted(ms)] for ms in answered.values() if len(ms) > 1
+    ][:3]
     lost = 0
     waiting_now = {u for users in pools.values() for u in users}
     for user, events in user_events.items():
@@ -326,7 +330,16 @@ def verify(records: dict[str, list[Any]], pools: dict[str, set[str]]) -> dict[st
         "decisions_without_label": sum(1 for m in decisions if m not in labels),
         "duplicate_decisions": duplicate_decisions,
         "duplicate_labels": sum(n - 1 for n in labels.values() if n > 1),
+        "double_booked_examples": examples,
     }
+
+
+def _brief(d: MatchDecision) -> dict[str, Any]:
+    """What an investigation of a double booking needs to know about a decision."""
+    return {
+        "match_id": d.match_id, "shard": d.shard, "users": [d.user_a, d.user_b], "tickets": [d.join_a, d.join_b],
+        "tick_id": d.tick_id, "decided_at": d.decided_at, "events_offset": d.events_offset,
+    }  # fmt: skip
 
 
 def restart_delays(starts: dict[str, float], first_pairs: dict[str, float]) -> tuple[list[float], int]:
@@ -364,11 +377,16 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         scale = [(0.4 * args.seconds, "up"), (0.6 * args.seconds, "down")] if args.scale else []
         plan = sorted(faults + scale)
         restarts: list[tuple[float, str]] = []
+        done: dict[str, int] = defaultdict(int)
         say(f"chaos: {args.seconds:.0f} s at {args.rate:.0f} joins/s, {args.kills} kills, {args.terms} SIGTERMs")
         while (now := time.time()) - started < args.seconds:
             while plan and plan[0][0] <= now - started:
-                _, action = plan.pop(0)
+                at, action = plan.pop(0)
                 alive = fleet.alive()
+                if action in ("kill", "term") and not alive:  # nobody to hit yet: try again in a second
+                    plan = sorted([*plan, (at + 1.0, action)])
+                    break
+                done[action] += 1
                 if action == "up":
                     fleet.spawn()
                 elif action == "down" and len(alive) > 1:
@@ -417,9 +435,9 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "seconds": args.seconds,
             "offered_joins_per_s": args.rate,
             "events_sent": dict(traffic.sent),
-            "kills": args.kills,
+            "kills": done["kill"],
             "dup_share": args.dup_share,
-            "terms": args.terms,
+            "terms": done["term"],
             "scaled": bool(args.scale),
             "worker_starts": fleet.spawned,
             "recoveries": recoveries,

@@ -1,6 +1,6 @@
 """Live worker benchmark: the embedded broker, one real ``tickmatch worker`` process, real topics.
 
-Two modes (both by default):
+Three modes (all by default):
 
 - **backlog**: ``--events`` events (70 % join, 20 % leave of a waiting user, 10 % profile-update, over
   ``--shards`` shards) are produced before the worker starts; the worker's rate is read from its own tick-stats
@@ -8,6 +8,9 @@ Two modes (both by default):
   seen none to the second tick that had seen them all (by then all are applied). Conservative by up to two
   tick intervals, so use a backlog of many seconds of work. The reference is a plain aiokafka consumer that
   reads and msgpack-decodes the same topic, measured in the same run: ``ratio_to_plain`` = worker / plain rate.
+- **burst** (``--mode burst``): ``--burst-base`` joins/s, ten times that for ``--burst-seconds``, then the base
+  again, a fifth of the users leaving 0-2 s after their join: ``matched_after_leave`` counts decisions whose tick
+  had applied a leave of one of its users (from the decision's ``events_offset``), with latency during the burst.
 - **steady**: joins offered at each rate of ``--rates`` for ``--seconds`` (a fresh worker and topics per rate).
   Decision latency of a pair = the decision record's Kafka timestamp minus the moment the broker acknowledged the
   later of the pair's two joins (both clocks are this machine's). Also: the worker's lag when the offer stops (joins
@@ -80,6 +83,7 @@ class Reader:
     def __init__(self, bootstrap: str, settings: Settings, decisions: bool) -> None:
         self.ticks = Ticks()
         self.pairs: list[tuple[str, str, float]] = []  # (user_a, user_b, record timestamp s)
+        self.offsets: list[tuple[int, int]] = []  # (partition, events_offset) of each decision, as pairs
         self._bootstrap, self._settings, self._decisions = bootstrap, settings, decisions
         self._task: asyncio.Task[None] | None = None
 
@@ -103,6 +107,7 @@ class Reader:
                             self.ticks.elapsed_ms.append(obj["elapsed_ms"])
                         elif kind == "match-decision":
                             self.pairs.append((obj["user_a"], obj["user_b"], rec.timestamp / 1000.0))
+                            self.offsets.append((rec.partition, obj.get("events_offset", -1)))
 
         self._task = asyncio.create_task(run())
         await ready.wait()
@@ -281,6 +286,93 @@ async def run_steady(broker: EmbeddedBroker, data: Path, rate: float, args: argp
     return result
 
 
+async def run_burst(broker: EmbeddedBroker, data: Path, args: argparse.Namespace) -> dict[str, Any]:
+    """``--burst-base`` joins/s, then 10x that for ``--burst-seconds``, then the base again (a third of the burst
+    time before and after); a fifth of the users send a leave 0-2 s after their join, whether matched or not.
+    ``matched_after_leave``: decisions whose tick had applied a leave of one of its users (the decision's
+    ``events_offset`` is past the leave's offset in the same partition); each user joins once here."""
+    settings = settings_for(broker, data, args.partitions)
+    await ensure_topics(broker.bootstrap, settings)
+    reader = Reader(broker.bootstrap, settings, decisions=True)
+    await reader.start()
+    producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, acks="all", linger_ms=2)
+    await producer.start()
+    acked: dict[str, float] = {}
+    left: dict[str, tuple[int, int]] = {}  # user -> (partition, offset) of their leave
+    topic = settings.topic(names.EVENTS)
+    rng = np.random.default_rng(args.seed)
+    base, burst = args.burst_base, 10 * args.burst_base
+    phases = [(base, args.burst_seconds / 3), (burst, args.burst_seconds), (base, args.burst_seconds / 3)]
+    leaves: list[tuple[float, str, str]] = []
+    burst_window: tuple[float, float] = (0.0, 0.0)
+
+    def on_leave(user: str, future: asyncio.Future[Any]) -> None:
+        meta = future.result()
+        left[user] = (meta.partition, meta.offset)
+
+    try:
+        with worker_process(settings, data / f"worker-{settings.app_id}.log"):
+            if not await reader.until(lambda: bool(reader.ticks.at), READY_TIMEOUT_S):
+                raise SystemExit("burst: the worker did not tick")
+            say(f"burst: {base:,.0f} -> {burst:,.0f} joins/s for {args.burst_seconds:.0f} s -> {base:,.0f}")
+            sent, step = 0, 0.01
+            for rate, seconds in phases:
+                started = time.monotonic()
+                if rate == burst:
+                    burst_window = (time.time(), time.time() + seconds)
+                done = 0
+                while (elapsed := time.monotonic() - started) < seconds:
+                    due = int(rate * min(elapsed + step, seconds)) - done
+                    now = time.time()
+                    for _ in range(due):
+                        user, shard = f"b{sent}", f"lang-{sent % args.shards}"
+                        value = encode(Join(user, shard, now, country=f"c{sent % 20}", language="en"))
+                        future = await producer.send(topic, value=value, key=shard.encode())
+                        future.add_done_callback(lambda _f, u=user: acked.__setitem__(u, time.time()))
+                        if rng.random() < 0.2:
+                            leaves.append((now + float(rng.uniform(0, 2)), user, shard))
+                        sent += 1
+                        done += 1
+                    due_leaves = [x for x in leaves if x[0] <= now]
+                    leaves = [x for x in leaves if x[0] > now]
+                    for _, user, shard in due_leaves:
+                        future = await producer.send(topic, value=encode(Leave(user, shard, now)), key=shard.encode())
+                        future.add_done_callback(lambda f, u=user: on_leave(u, f))
+                    await asyncio.sleep(max(0.0, started + elapsed + step - time.monotonic()))
+            await producer.flush()
+            await reader.until(lambda: len(reader.pairs) >= 0.3 * sent, 60.0)
+            await asyncio.sleep(3.0)  # the last ticks' decisions (a harness wait, not a synchronisation)
+    finally:
+        await producer.stop()
+        await reader.stop()
+    after_leave = 0
+    for (a, b, _), (partition, offset) in zip(reader.pairs, reader.offsets, strict=True):
+        for user in (a, b):
+            leave = left.get(user)
+            if leave is not None and leave[0] == partition and 0 <= leave[1] < offset:
+                after_leave += 1
+    lat = np.asarray([ts - max(acked[a], acked[b]) for a, b, ts in reader.pairs if a in acked and b in acked])
+    in_burst = np.asarray(
+        [ts - max(acked[a], acked[b]) for a, b, ts in reader.pairs
+         if a in acked and b in acked and burst_window[0] <= ts <= burst_window[1] + 1.0]
+    )  # fmt: skip
+    result = {
+        "base_joins_per_s": base,
+        "burst_joins_per_s": burst,
+        "burst_seconds": args.burst_seconds,
+        "joins": sent,
+        "leaves": len(left),
+        "decisions": len(reader.pairs),
+        "matched_after_leave": after_leave,
+        "latency_p50_s": round(float(np.percentile(lat, 50)), 3),
+        "latency_p99_s": round(float(np.percentile(lat, 99)), 3),
+        "burst_latency_p99_s": round(float(np.percentile(in_burst, 99)), 3) if in_burst.size else None,
+        "tick_p99_ms": round(float(np.percentile(reader.ticks.elapsed_ms, 99)), 2),
+    }
+    say(f"burst: {result}")
+    return result
+
+
 def write_png(steady: list[dict[str, Any]], path: Path, interval: float) -> Path | None:
     try:
         import matplotlib
@@ -314,15 +406,19 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             out["backlog"] = await run_backlog(broker, data, args)
         if args.mode in ("steady", "both"):
             out["steady"] = [await run_steady(broker, data, rate, args) for rate in args.rates]
+        if args.mode in ("burst", "both"):
+            out["burst"] = await run_burst(broker, data, args)
     return out
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.live", description=__doc__.splitlines()[0])
-    parser.add_argument("--mode", choices=["backlog", "steady", "both"], default="both")
+    parser.add_argument("--mode", choices=["backlog", "steady", "burst", "both"], default="both")
     parser.add_argument("--events", type=int, default=200_000, help="backlog size")
     parser.add_argument("--rates", type=float, nargs="+", default=[1000.0, 5000.0, 10000.0], help="joins/s")
     parser.add_argument("--seconds", type=float, default=120.0, help="how long each steady rate is offered")
+    parser.add_argument("--burst-base", type=float, default=500.0, help="joins/s around the 10x burst")
+    parser.add_argument("--burst-seconds", type=float, default=40.0, help="how long the 10x burst lasts")
     parser.add_argument("--partitions", type=int, default=4)
     parser.add_argument("--shards", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
