@@ -3,7 +3,7 @@
 ``create_app`` builds the app and its topics and the Kafka-free :class:`WorkerRuntime`, and attaches to the app:
 the worker loop (batch ingest of ``events``, ticks, batched output, snapshots, and the recovery and hand-over of
 partitions in its consumer's rebalances; started first, as a dependency of the app), the outcome-stats agent and its
-windowed tables, and the model follower service. Tests pass a
+in-memory windows, and the model follower service. Tests pass a
 recording sink and a manual clock (``tickmatch.testing``).
 """
 
@@ -17,7 +17,6 @@ from typing import Any
 
 import faust
 from faust.types import AgentT
-from faust.types.tables import WindowWrapperT
 from mode.utils.types.trees import NodeT
 
 from tickmatch.agents import stats
@@ -37,7 +36,7 @@ class Built:
     topics: Topics
     runtime: WorkerRuntime
     outcome_stats: AgentT[Any]
-    tables: dict[str, WindowWrapperT]
+    stats: stats.TumblingSums
 
 
 def faust_config(settings: Settings) -> dict[str, Any]:
@@ -86,7 +85,7 @@ def create_app(
     # joined and its tables recovered (4-11 s on Tansu after a kill -9, measured), and the worker loop needs neither:
     # started first, its own group join and recovery run while Faust's do.
     app.add_dependency(WorkerLoop(runtime, out, bootstrap))
-    stats_agent, stats_tables = stats.register(app, settings, topics)
+    stats_agent, stats_sums = stats.register(app, settings, topics)
     if settings.follow_models:
 
         @app.service
@@ -96,4 +95,4 @@ def create_app(
             def __init__(self, *, beacon: NodeT[Any] | None = None, loop: asyncio.AbstractEventLoop | None = None):
                 super().__init__(runtime, bootstrap, beacon=beacon, loop=loop)
 
-    return Built(app, topics, runtime, stats_agent, stats_tables)
+    return Built(app, topics, runtime, stats_agent, stats_sums)

@@ -185,6 +185,10 @@ class Fleet:
     logs: Path
     procs: list[subprocess.Popen[bytes]] = field(default_factory=list)
     starts: dict[str, float] = field(default_factory=dict)  # worker name -> process start
+    leaving: dict[subprocess.Popen[bytes], float] = field(default_factory=dict)  # SIGTERM'd -> when
+    stopped: set[subprocess.Popen[bytes]] = field(default_factory=set)  # exits we caused (kill -9, SIGTERM)
+    crashes: int = 0  # exits we did not cause
+    stop_s: list[float] = field(default_factory=list)  # SIGTERM -> exit, per worker stopped
     spawned: int = 0
 
     def spawn(self) -> subprocess.Popen[bytes]:
@@ -202,10 +206,38 @@ class Fleet:
         return proc
 
     def alive(self) -> list[subprocess.Popen[bytes]]:
-        return [p for p in self.procs if p.poll() is None]
+        """Running workers, not counting those shutting down after a SIGTERM."""
+        return [p for p in self.procs if p.poll() is None and p not in self.leaving]
+
+    def terminate(self, proc: subprocess.Popen[bytes]) -> None:
+        """SIGTERM without waiting (traffic goes on while it shuts down, as under a supervisor); a worker still
+        there ``grace_s`` later is killed by :meth:`reap`."""
+        proc.send_signal(signal.SIGTERM)
+        self.stopped.add(proc)
+        self.leaving[proc] = time.time()
+
+    def crashed(self) -> int:
+        """Workers that exited without being told to since the last call (a supervisor restarts them)."""
+        gone = [p for p in self.procs if p.poll() is not None and p not in self.stopped]
+        self.stopped.update(gone)
+        self.crashes += len(gone)
+        return len(gone)
+
+    def reap(self, grace_s: float = 20.0) -> None:
+        for proc, since in list(self.leaving.items()):
+            if proc.poll() is not None:
+                self.stop_s.append(time.time() - since)
+                del self.leaving[proc]
+            elif time.time() - since > grace_s:
+                proc.kill()
+                proc.wait()
+                self.stop_s.append(time.time() - since)
+                del self.leaving[proc]
 
     def stop_all(self) -> None:
-        for proc in self.alive():
+        self.crashed()  # count exits before ours
+        for proc in [p for p in self.procs if p.poll() is None]:
+            self.stopped.add(proc)
             stop_process(proc, grace_s=20.0)
 
 
@@ -379,7 +411,13 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         restarts: list[tuple[float, str]] = []
         done: dict[str, int] = defaultdict(int)
         say(f"chaos: {args.seconds:.0f} s at {args.rate:.0f} joins/s, {args.kills} kills, {args.terms} SIGTERMs")
-        while (now := time.time()) - started < args.seconds:
+
+        # Runs until the time is up and every planned fault was executed (a fault waits while no worker is
+        # alive), at most twice the time.
+        def pending() -> bool:
+            return any(a in ("kill", "term") for _, a in plan)
+
+        while (now := time.time()) - started < args.seconds or (pending() and now - started < 2 * args.seconds):
             while plan and plan[0][0] <= now - started:
                 at, action = plan.pop(0)
                 alive = fleet.alive()
@@ -390,25 +428,32 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                 if action == "up":
                     fleet.spawn()
                 elif action == "down" and len(alive) > 1:
-                    stop_process(alive[-1], grace_s=20.0)
+                    fleet.stopped.add(alive[-1])
+                    fleet.terminate(alive[-1])
                 elif action in ("kill", "term") and alive:
                     victim = rng.choice(alive)
                     if action == "kill":
+                        fleet.stopped.add(victim)
                         victim.send_signal(signal.SIGKILL)
                         victim.wait()
                     else:
-                        stop_process(victim, grace_s=20.0)
+                        fleet.terminate(victim)
                     restarts.append((time.time() + rng.uniform(1, 3), action))
                 say(f"chaos: t={now - started:5.1f}s {action}; workers alive {len(fleet.alive())}")
             for _ in [r for r in restarts if r[0] <= now]:
                 fleet.spawn()
             restarts = [r for r in restarts if r[0] > now]
             await traffic.step(now)
+            fleet.reap()
+            for _ in range(fleet.crashed()):
+                say(f"chaos: t={now - started:5.1f}s a worker exited on its own (crash); restarting it")
+                restarts.append((now + rng.uniform(1, 3), "crash"))
             await asyncio.sleep(STEP_S)
         for _ in restarts:
             fleet.spawn()
         if not fleet.alive():
             fleet.spawn()
+        ran_s = time.time() - started
         say("chaos: traffic stopped; draining chat-ends and censoring")
         traffic.joining = False
         drain_until = time.time() + args.censor_after + 15
@@ -432,7 +477,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     result.update(
         {
             "benchmark": "chaos",
-            "seconds": args.seconds,
+            "seconds": round(ran_s, 1),
             "offered_joins_per_s": args.rate,
             "events_sent": dict(traffic.sent),
             "kills": done["kill"],
@@ -440,12 +485,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             "terms": done["term"],
             "scaled": bool(args.scale),
             "worker_starts": fleet.spawned,
+            "worker_crashes": fleet.crashes + fleet.crashed(),
             "recoveries": recoveries,
             "max_recovery_s": round(worst, 3),
             "events_replayed": replayed,
             "restart_to_decision_s_max": round(max(delays), 2) if delays else None,
             "restart_to_decision_s_median": round(sorted(delays)[len(delays) // 2], 2) if delays else None,
             "restarts_stopped_before_deciding": never,
+            "sigterm_to_exit_s_max": round(max(fleet.stop_s), 2) if fleet.stop_s else None,
         }
     )
     return result

@@ -162,7 +162,7 @@ DOCS: dict[str, str] = {
     "label_grace_s": "After the first chat-end of a match, wait this long for the partner's before labelling.",
     "censor_after_s": "A match with no chat-end after this many seconds gets a censored label.",
     "orphan_grace_s": "A chat-end whose match is not known yet is held this long, then dead-lettered.",
-    "stats_window_s": "Width of the tumbling windows of per-shard arrival/departure/wait tables.",
+    "stats_window_s": "Width of the tumbling windows of per-shard arrival/departure/match/wait sums.",
     "embed_dim": "Dimension of the user feature embeddings the scorer uses.",
     "session_timeout_s": "Consumer session timeout; short on Tansu, whose group join waits about half of it.",
     "snapshot_interval_s": "Seconds between partition snapshots: what a restart or a new owner replays is at most "

@@ -13,7 +13,7 @@ from tickmatch.agents.app import Built, create_app
 from tickmatch.agents.runtime import WorkerRuntime
 from tickmatch.learning.scorer import Scorer, heuristic_scorer
 from tickmatch.matching.bilinear import BilinearModel
-from tickmatch.schemas import ChatEnd, Join, Leave, encode
+from tickmatch.schemas import ChatEnd, Join, Leave, ShardStats, encode
 from tickmatch.stream.settings import Settings
 from tickmatch.testing import ManualClock, Msg, RecordingSink
 
@@ -80,7 +80,7 @@ async def test_a_batch_embeds_its_joins_as_single_events_would(built: tuple[Buil
     single.close()
 
 
-async def test_outcome_stats_fold_shard_stats_into_windowed_tables(
+async def test_outcome_stats_fold_shard_stats_into_tumbling_windows(
     built: tuple[Built, RecordingSink, ManualClock],
 ) -> None:
     made, recorder, clock = built
@@ -95,8 +95,13 @@ async def test_outcome_stats_fold_shard_stats_into_windowed_tables(
         await agent.put(key=b"s", value=encode(shard))
         await agent.put(key=b"w", value=encode(recorder.ticks[0]))  # the worker's tick-stats: skipped
         await agent.put(key=b"s", value=encode(shard))
-    assert made.tables["arrivals"]["s"].now() == 10.0
-    assert made.tables["matched_users"]["s"].now() == 8.0 and made.tables["wait_sum_s"]["s"].now() == 16.0
+    sums = made.stats.latest("s")
+    assert sums["arrivals"] == 10.0 and sums["departures"] == 2.0
+    assert sums["matched_users"] == 8.0 and sums["wait_sum_s"] == 16.0
+    later = ShardStats("s", 99, shard.at + 2 * made.runtime.settings.stats_window_s, 0, 3, 0, 0, 0.0)
+    async with made.outcome_stats.test_context() as agent:
+        await agent.put(key=b"s", value=encode(later))  # a later window starts from zero
+    assert made.stats.latest("s")["arrivals"] == 3.0 and len(made.stats.windows("s")) == 2
 
 
 async def test_tick_matches_emits_decisions_and_labels_follow_chat_ends(
