@@ -390,6 +390,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         settings = Settings(
             broker_url=broker.url, app_id=f"chaos-{run_id}", topic_prefix=f"chaos-{run_id}.", partitions=4,
             data_dir=str(root), follow_models=False, wait_ttl_s=3600.0, censor_after_s=args.censor_after,
+            session_timeout_s=args.session_timeout,
             snapshot_interval_s=args.snapshot_interval,
         )  # fmt: skip
         await ensure_topics(broker.bootstrap, settings)
@@ -510,6 +511,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--snapshot-interval", type=float, default=10.0)
     parser.add_argument("--dup-share", type=float, default=0.3, help="share of joins published twice at once")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--session-timeout", type=float, default=Settings().session_timeout_s)
     parser.add_argument("--data", default="", help="directory for broker data and worker logs (default: a temp dir)")
     parser.add_argument("--out", default="", help="directory for chaos.json")
     args = parser.parse_args(argv)

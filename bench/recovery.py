@@ -96,6 +96,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         settings = Settings(
             broker_url=broker.url, app_id=f"rec-{run_id}", topic_prefix=f"rec-{run_id}.", partitions=4,
             data_dir=str(root), follow_models=False, wait_ttl_s=3600.0, snapshot_interval_s=args.snapshot_interval,
+            session_timeout_s=args.session_timeout,
         )  # fmt: skip
         await ensure_topics(broker.bootstrap, settings)
         producer = AIOKafkaProducer(bootstrap_servers=broker.bootstrap, acks="all", linger_ms=5)
@@ -158,6 +159,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--rate", type=float, default=500.0, help="joins/s produced after the snapshot")
     parser.add_argument("--shards", type=int, default=8)
     parser.add_argument("--snapshot-interval", type=float, default=10.0)
+    parser.add_argument("--session-timeout", type=float, default=Settings().session_timeout_s)
     parser.add_argument("--data", default="")
     parser.add_argument("--out", default="")
     args = parser.parse_args(argv)
