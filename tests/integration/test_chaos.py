@@ -15,7 +15,7 @@ from bench.chaos import run
 def test_kill_9_restarts_and_a_rebalance_lose_no_one_and_double_book_no_one(tmp_path: Path) -> None:
     args = argparse.Namespace(
         seconds=40.0, rate=200.0, shards=8, kills=3, terms=1, scale=True, censor_after=10.0,
-        snapshot_interval=5.0, dup_share=0.3, seed=11, data=str(tmp_path), session_timeout=6.0,
+        snapshot_interval=5.0, dup_share=0.3, seed=11, data=str(tmp_path), session_timeout=4.0,
     )  # fmt: skip
     result = asyncio.run(run(args))
     assert result["decisions"] > 1000 and result["recoveries"] >= 3, result
