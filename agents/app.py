@@ -13,6 +13,7 @@ import asyncio
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import faust
@@ -36,6 +37,7 @@ class Built:
     topics: Topics
     runtime: WorkerRuntime
     outcome_stats: AgentT[Any]
+    loop: WorkerLoop
     stats: stats.TumblingSums
 
 
@@ -53,9 +55,9 @@ def faust_config(settings: Settings) -> dict[str, Any]:
         "broker_rebalance_timeout": settings.session_timeout_s * 2,
         "consumer_auto_offset_reset": "earliest",
         "producer_acks": -1,
-        "web_enabled": settings.web_enabled,
-        "web_port": settings.web_port,
-        "web_host": "127.0.0.1",
+        # Faust's own web server starts only after its group join and table recovery, too late to report a
+        # worker that is still recovering: /ready and /metrics are served by the worker loop (agents/web.py).
+        "web_enabled": False,
         "datadir": f"{settings.data_dir}/faust-{settings.app_id}",
         "table_cleanup_interval": 10.0,
     }
@@ -72,7 +74,11 @@ def create_app(
     ``sink``: where outputs go (default: the app's Kafka topics). ``clock``: the runtime's wall clock."""
     if not settings.broker_url:
         raise ValueError("create_app needs settings.broker_url (the CLI starts the embedded broker first)")
-    app = faust.App(settings.app_id, **(faust_config(settings) | faust_overrides))
+    config = faust_config(settings) | faust_overrides
+    # Faust creates its data directory without parents: a fresh TICKMATCH_DATA_DIR (an image's, a new checkout's)
+    # would crash the worker at start with FileNotFoundError.
+    Path(config["datadir"]).parent.mkdir(parents=True, exist_ok=True)
+    app = faust.App(settings.app_id, **config)
     topics = declare(app, settings)
     topic_sink = TopicSink(settings) if sink is None else None
     out: FlushingSink = sink if sink is not None else topic_sink  # type: ignore[assignment]
@@ -84,7 +90,9 @@ def create_app(
     # A dependency of the app, not an ``@app.service``: Faust starts its services only after its own consumer group
     # joined and its tables recovered (4-11 s on Tansu after a kill -9, measured), and the worker loop needs neither:
     # started first, its own group join and recovery run while Faust's do.
-    app.add_dependency(WorkerLoop(runtime, out, bootstrap))
+    loop_service = WorkerLoop(runtime, out, bootstrap)
+    app.add_dependency(loop_service)
+
     stats_agent, stats_sums = stats.register(app, settings, topics)
     if settings.follow_models:
 
@@ -95,4 +103,4 @@ def create_app(
             def __init__(self, *, beacon: NodeT[Any] | None = None, loop: asyncio.AbstractEventLoop | None = None):
                 super().__init__(runtime, bootstrap, beacon=beacon, loop=loop)
 
-    return Built(app, topics, runtime, stats_agent, stats_sums)
+    return Built(app, topics, runtime, stats_agent, loop_service, stats_sums)

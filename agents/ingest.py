@@ -24,6 +24,8 @@ import contextlib
 import gc
 import logging
 import math
+import os
+import sys
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -37,12 +39,15 @@ from aiokafka.errors import ConsumerStoppedError
 from mode.utils.types.trees import NodeT
 
 from tickmatch.agents import snapshot as snapshots
+from tickmatch.agents.metrics import TICK_BUCKETS_S
 from tickmatch.agents.recovery import Positions, Recovered, recover
 from tickmatch.agents.runtime import WorkerRuntime
 from tickmatch.agents.sink import FlushingSink
+from tickmatch.agents.web import OpsServer
 from tickmatch.schemas import TickStats
 from tickmatch.schemas.codec import MAX_EVENT_BYTES
 from tickmatch.stream import topics as names
+from tickmatch.stream.broker import BrokerLost
 from tickmatch.stream.snapshots import Pointers, write_blob
 
 log = logging.getLogger(__name__)
@@ -68,6 +73,8 @@ class LoopStats:
     resyncs: int = 0  # partitions rebuilt from Kafka after an output of theirs was not delivered
     recovered: list[Recovered] = field(default_factory=list)
     tick_ms: list[float] = field(default_factory=list)
+    tick_buckets: list[int] = field(default_factory=lambda: [0] * len(TICK_BUCKETS_S))  # cumulative, for /metrics
+    tick_seconds_sum: float = 0.0
 
 
 class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
@@ -82,6 +89,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
         self.loop = loop
 
     async def on_partitions_revoked(self, revoked: set[TopicPartition]) -> None:
+        self.loop.rebalancing = True
         parts = {tp.partition for tp in revoked if tp.topic == self.loop.events_topic}
         if not parts:
             return
@@ -99,6 +107,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
             return
         async with self.loop.lock:
             await self.loop.adopt(parts)
+        self.loop.rebalancing = False
         log.info("partitions assigned", extra={"partitions": parts})
 
 
@@ -130,6 +139,11 @@ class WorkerLoop(mode.Service):
         # recovery. The rebalance listener runs in aiokafka's coordinator task, concurrently with the loop.
         self.lock = asyncio.Lock()
         self.closing = False  # final snapshot written: no more snapshots on revoke
+        self.rebalancing = True  # until the first assignment is recovered (read by /ready)
+        self.running = False
+        self.last_tick: float | None = None
+        self._ops: OpsServer | None = None
+        self.lost: BrokerLost | None = None  # set when the broker watchdog gives up (the CLI exits with code 3)
         self.stopping = False  # shutdown began: no more recovery on assign
         self.positions: Positions = {}  # next offset after our last delivered decision/label, per partition
         self._inflight: list[asyncio.Future[Any]] = []
@@ -140,6 +154,9 @@ class WorkerLoop(mode.Service):
     async def on_start(self) -> None:
         settings = self.runtime.settings
         self.runtime.guarded = True  # from now on only claimed partitions' records apply, each offset once
+        if settings.web_enabled:
+            self._ops = OpsServer(self, settings.web_bind, settings.web_port)
+            await self._ops.start()
         session_ms = int(settings.session_timeout_s * 1000)
         self._consumer = AIOKafkaConsumer(
             bootstrap_servers=self.bootstrap,
@@ -170,9 +187,33 @@ class WorkerLoop(mode.Service):
             max_request_size=1 << 20,
         )
         await self._producer.start()
+        await self._check_partitions()
         await self._pointers.start()
         await self._consumer.start()
         self._consumer.subscribe([self.events_topic], listener=_Rebalance(self))
+
+    async def _check_partitions(self) -> None:
+        """Learn the events topic's real partition count (shards are routed by it) and refuse to run if an
+        output topic has fewer partitions: outputs go to the partition number of their shard's events."""
+        assert self._producer is not None
+        settings = self.runtime.settings
+        count = len(await self._producer.partitions_for(self.events_topic))
+        if count != settings.partitions:
+            log.warning(
+                "events has a different partition count than TICKMATCH_PARTITIONS; using the topic's",
+                extra={"topic": self.events_topic, "partitions": count, "setting": settings.partitions},
+            )
+        for name in (names.DECISIONS, names.LABELS, names.TICKS, names.SNAPSHOTS):
+            topic = settings.topic(name)
+            have = len(await self._producer.partitions_for(topic))
+            if have < count:
+                raise RuntimeError(
+                    f"topic {topic} has {have} partitions but {self.events_topic} has {count}: every output topic "
+                    f"needs at least as many (README, Shards, partitions and scaling workers)"
+                )
+        self.runtime.partition_count = count
+        self.runtime.route_partitions = True
+        self._pointers.parts = [TopicPartition(self.snapshots_topic, p) for p in range(count)]
 
     async def on_stop(self) -> None:
         """Let the loop finish its iteration (a running tick completes and its outputs are sent), write a final
@@ -196,16 +237,53 @@ class WorkerLoop(mode.Service):
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._producer.stop(), timeout=5.0)
         await self._pointers.stop()
+        if self._ops is not None:
+            await self._ops.stop()
         self._executor.shutdown(wait=True)
 
     @mode.Service.task  # type: ignore[untyped-decorator]
+    async def _watch_broker(self) -> None:
+        """Exit (non-zero, one clear line) when the broker has been unreachable for ``broker_lost_exit_s``: a
+        worker cannot match without it, aiokafka would retry and log forever, and a supervisor restarting the
+        process is the recovery (README, Failure modes)."""
+        limit = self.runtime.settings.broker_lost_exit_s
+        down_since: float | None = None
+        while not self.should_stop:
+            await asyncio.sleep(min(2.0, limit / 4))
+            if self._producer is None:
+                continue
+            try:
+                await asyncio.wait_for(self._producer.client.fetch_all_metadata(), timeout=min(3.0, limit / 2))
+                if down_since is not None:
+                    log.warning("broker reachable again", extra={"down_s": round(time.monotonic() - down_since, 1)})
+                down_since = None
+            except Exception as exc:  # connection refused, timeout, metadata errors: all mean "no broker"
+                now = time.monotonic()
+                if down_since is None:
+                    down_since = now
+                    log.error("broker unreachable", extra={"error": f"{type(exc).__name__}: {exc}"})
+                elif now - down_since >= limit:
+                    self.lost = BrokerLost(
+                        f"lost the broker at {self.bootstrap} for {now - down_since:.0f} s "
+                        f"(TICKMATCH_BROKER_LOST_EXIT_S={limit:g}); exiting so a supervisor restarts the worker"
+                    )
+                    # Exit now: a graceful stop would wait on every client's timeouts against a broker that is not
+                    # there (93 s, measured), and there is nothing left to flush or snapshot without it.
+                    log.critical(str(self.lost))
+                    logging.shutdown()
+                    print(f"tickmatch: error: {self.lost}", file=sys.stderr, flush=True)
+                    os._exit(3)
+
+    @mode.Service.task  # type: ignore[untyped-decorator]
     async def _run(self) -> None:
+        self.running = True
         try:
             await self.run_until_stopped()
         except ConsumerStoppedError:
             if not self.stopping:
                 raise  # stopped under us while shutting down (on_stop's wait ran out): nothing is lost by that
         finally:
+            self.running = False
             self._done.set()
 
     async def run_until_stopped(self) -> None:
@@ -237,8 +315,7 @@ class WorkerLoop(mode.Service):
                     # prefetching, heartbeats and sends go on. Preparing batches meanwhile (decode, featurize,
                     # embed) was tried and measured worse: it competes with the tick's Python parts for the GIL.
                     stats = await asyncio.get_running_loop().run_in_executor(self._executor, self._tick)
-                    self.stats.ticks += 1
-                    self.stats.tick_ms.append(stats.elapsed_ms)
+                    self._ticked(stats.elapsed_ms)
                     if len(self.stats.tick_ms) > 10_000:
                         del self.stats.tick_ms[:5_000]
                     next_tick += interval
@@ -249,6 +326,28 @@ class WorkerLoop(mode.Service):
                 if clock() >= next_snapshot:
                     await self.checkpoint(sorted(self.runtime.claimed))
                     next_snapshot = clock() + settings.snapshot_interval_s
+
+    def _ticked(self, elapsed_ms: float) -> None:
+        stats = self.stats
+        stats.ticks += 1
+        stats.tick_ms.append(elapsed_ms)
+        seconds = elapsed_ms / 1000.0
+        stats.tick_seconds_sum += seconds
+        for i, bound in enumerate(TICK_BUCKETS_S):
+            if seconds <= bound:
+                stats.tick_buckets[i] += 1
+        self.last_tick = time.monotonic()
+
+    def lag(self) -> dict[int, int]:
+        """Events not applied yet per owned partition, from the high watermarks the consumer's fetches reported."""
+        out: dict[int, int] = {}
+        if self._consumer is None:
+            return out
+        for p, applied in list(self.runtime.claimed.items()):
+            high = self._consumer.highwater(TopicPartition(self.events_topic, p))
+            if high is not None:
+                out[p] = max(0, high - applied)
+        return out
 
     def _apply(self, batch: dict[TopicPartition, list[Any]]) -> int:
         n = 0

@@ -38,10 +38,11 @@ from tickmatch.schemas import (
     ProfileUpdate,
     ShardStats,
     TickStats,
-    decode_event,
     encode,
 )
+from tickmatch.schemas.codec import decode_event_fields
 from tickmatch.schemas.records import InputEvent
+from tickmatch.stream.partitioning import partition_for
 from tickmatch.stream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -114,6 +115,10 @@ class WorkerRuntime:
         # and labels whose match id is in ``published_labels`` are not emitted again.
         self.replaying = False
         self.quiet_below: dict[int, int] = {}
+        # The live worker re-publishes events that arrived on a partition not owning their shard (``_reroute``);
+        # ``partition_count`` is the events topic's real partition count (the loop reads it from the broker).
+        self.route_partitions = False
+        self.partition_count = settings.partitions
         self.published_labels: set[str] = set()
 
     @property
@@ -187,13 +192,28 @@ class WorkerRuntime:
             messages = self._unseen(messages)
         self.events += len(messages)
         decoded: list[tuple[Message, InputEvent]] = []
+        now = self.clock()
+        skew = self.settings.max_clock_skew_s
         for msg in messages:
             try:
-                event = decode_event(msg.value)
+                event, unknown = decode_event_fields(msg.value)
                 if msg.key is not None and msg.key != event.shard.encode():
                     raise DecodeError("key-mismatch", f"message key {msg.key!r} differs from shard {event.shard!r}")
+                at = msg.timestamp / 1000.0 if self.replaying else now
+                ts = event.ended_at if isinstance(event, ChatEnd) else event.ts
+                if abs(ts - at) > skew:
+                    raise DecodeError(
+                        "implausible-time",
+                        f"{event.TYPE} time {ts!r} is {ts - at:+.0f} s from the worker's clock (limit +-{skew:.0f} s); "
+                        "times are seconds since the epoch",
+                    )
             except DecodeError as exc:
                 self._reject(msg, exc.reason, str(exc))
+                continue
+            if unknown:
+                self.count("events.unknown_fields")  # ignored: a newer producer's fields (forward compatible)
+            if self.route_partitions and msg.partition != (home := partition_for(event.shard, self.partition_count)):
+                self._reroute(msg, event, home)
                 continue
             decoded.append((msg, event))
         joins = [event for _, event in decoded if type(event) is Join]
@@ -201,7 +221,6 @@ class WorkerRuntime:
         emb = self.scorer.embed(raw) if joins else raw
         j = 0
         applied = 0
-        now = self.clock()
         for msg, event in decoded:
             try:
                 # Replay takes each record's time from its Kafka timestamp: join times and chat-end deadlines
@@ -229,6 +248,15 @@ class WorkerRuntime:
             self.claimed[msg.partition] = msg.offset + 1
             out.append(msg)
         return out
+
+    def _reroute(self, msg: Message, event: InputEvent, home: int) -> None:
+        """Send an event that arrived on a partition not owning its shard (another partitioner, or no key) to the
+        partition that does, keyed by its shard; it is applied when it arrives there."""
+        self.count("events.rerouted")
+        if self.replaying and msg.offset < self.quiet_below.get(msg.partition, 0):
+            return  # re-routed before the restart
+        origin = f"{msg.topic}/{msg.partition}/{msg.offset}"
+        self.sink.reroute(event.shard.encode(), msg.value or b"", home, origin)
 
     def _reject(self, msg: Message, reason: str, detail: str) -> None:
         self.count(f"dlq.{reason}")
@@ -379,6 +407,7 @@ class WorkerRuntime:
     def _label(self, label: DurationLabel) -> None:
         if self.replaying and label.match_id in self.published_labels:
             return  # published before the restart
+        self.count("labels")
         self.sink.label(label)
 
     def apply_decision(self, decision: MatchDecision) -> bool:

@@ -37,6 +37,8 @@ class Sink(Protocol):
 
     def shard_stats(self, stats: ShardStats) -> None: ...
 
+    def reroute(self, key: bytes, value: bytes, partition: int, origin: str) -> None: ...
+
 
 class FlushingSink(Sink, Protocol):
     """A sink the worker loop drains after every batch and tick (``TopicSink``; ``RecordingSink`` has nothing to
@@ -63,6 +65,7 @@ class TopicSink:
         self.decisions_topic = settings.topic(names.DECISIONS)
         self.labels_topic = settings.topic(names.LABELS)
         self.dlq_topic = settings.topic(names.DLQ)
+        self.events_topic = settings.topic(names.EVENTS)
         self.ticks_topic = settings.topic(names.TICKS)
         # Decisions, labels and shard stats go to the partition number their shard's events arrived on (not to
         # wherever our partitioner would hash the key): recovery of events partition p reads decisions and labels
@@ -91,6 +94,10 @@ class TopicSink:
     def shard_stats(self, stats: ShardStats) -> None:
         shard = stats.shard
         self.queued.append((self.ticks_topic, shard.encode(), encode(stats), None, self.partition_of(shard)))
+
+    def reroute(self, key: bytes, value: bytes, partition: int, origin: str) -> None:
+        headers = [("rerouted-from", origin.encode())]
+        self.queued.append((self.events_topic, key, value, headers, partition))
 
     async def flush(self, producer: AIOKafkaProducer) -> list[Sent]:
         """Hand every queued record to the producer; returns (delivery future, topic, partition) of each (the

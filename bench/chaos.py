@@ -390,6 +390,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         settings = Settings(
             broker_url=broker.url, app_id=f"chaos-{run_id}", topic_prefix=f"chaos-{run_id}.", partitions=4,
             data_dir=str(root), follow_models=False, wait_ttl_s=3600.0, censor_after_s=args.censor_after,
+            web_enabled=False,  # several workers on one host: no shared web port
             session_timeout_s=args.session_timeout,
             snapshot_interval_s=args.snapshot_interval,
         )  # fmt: skip

@@ -64,6 +64,7 @@ def settings_for(broker: EmbeddedBroker, data: Path, partitions: int) -> Setting
         partitions=partitions,
         data_dir=str(data),
         follow_models=False,  # no trainer here: nothing to follow
+        web_enabled=False,
         wait_ttl_s=3600.0,
     )
 
@@ -132,6 +133,7 @@ def backlog_events(n: int, shards: int, seed: int) -> list[tuple[bytes, bytes]]:
     rng = np.random.default_rng(seed)
     out: list[tuple[bytes, bytes]] = []
     waiting: list[tuple[str, str]] = []
+    now = time.time()  # events carry plausible times (the worker dead-letters a ts a day off its clock)
     for i in range(n):
         shard = f"lang-{i % shards}"
         r = rng.random()
@@ -141,15 +143,15 @@ def backlog_events(n: int, shards: int, seed: int) -> list[tuple[bytes, bytes]]:
             signals = tuple(float(x) for x in rng.standard_normal(8).round(3))
             want = ("f",) if i % 5 == 0 else ()
             record: Join | Leave | ProfileUpdate = Join(
-                user, shard, 1.0, country=f"c{i % 20}", language="en", gender="fm"[i % 2], age_band="18-24",
+                user, shard, now, country=f"c{i % 20}", language="en", gender="fm"[i % 2], age_band="18-24",
                 signals=signals, want_gender=want,
             )  # fmt: skip
         elif r < 0.9:
             user, shard = waiting.pop(int(rng.integers(len(waiting))))
-            record = Leave(user, shard, 2.0)
+            record = Leave(user, shard, now)
         else:
             user, shard = waiting[int(rng.integers(len(waiting)))]
-            record = ProfileUpdate(user, shard, 2.0, signals=(0.5, 0.1))
+            record = ProfileUpdate(user, shard, now, signals=(0.5, 0.1))
         out.append((shard.encode(), encode(record)))
     return out
 

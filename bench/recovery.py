@@ -96,6 +96,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         settings = Settings(
             broker_url=broker.url, app_id=f"rec-{run_id}", topic_prefix=f"rec-{run_id}.", partitions=4,
             data_dir=str(root), follow_models=False, wait_ttl_s=3600.0, snapshot_interval_s=args.snapshot_interval,
+            web_enabled=False,
             session_timeout_s=args.session_timeout,
         )  # fmt: skip
         await ensure_topics(broker.bootstrap, settings)

@@ -34,6 +34,8 @@ def encode(record: Record) -> bytes:
 def _unpack(data: bytes, limit: int = MAX_EVENT_BYTES) -> dict[str, Any]:
     if len(data) > limit:
         raise DecodeError("too-large", f"event is {len(data)} bytes, limit {limit}")
+    if data[:1] in (b"{", b"[") and data.rstrip()[-1:] in (b"}", b"]"):
+        raise DecodeError("not-msgpack", "looks like JSON; events are msgpack maps (README, Integration contract)")
     try:
         obj = msgpack.unpackb(data, raw=False, strict_map_key=True)
     except Exception as exc:  # msgpack raises several unrelated types for garbage
@@ -45,6 +47,11 @@ def _unpack(data: bytes, limit: int = MAX_EVENT_BYTES) -> dict[str, Any]:
 
 def decode_event(data: bytes | None) -> InputEvent:
     """Decode and validate one input event; raise :class:`DecodeError` with a reason on any problem."""
+    return decode_event_fields(data)[0]
+
+
+def decode_event_fields(data: bytes | None) -> tuple[InputEvent, list[str]]:
+    """:func:`decode_event`, plus the names of the fields it ignored because this version does not know them."""
     if data is None:
         raise DecodeError("empty", "message has no value")
     obj = _unpack(data)
@@ -53,7 +60,7 @@ def decode_event(data: bytes | None) -> InputEvent:
     if cls is None:
         raise DecodeError("unknown-type", f"type must be one of {sorted(INPUT_EVENTS)}, got {kind!r}")
     try:
-        return cast(InputEvent, cls.from_dict(obj))
+        return cast(InputEvent, cls.from_dict(obj)), cls.unknown_fields(obj)
     except SchemaError as exc:
         raise DecodeError("invalid-field", str(exc)) from exc
 

@@ -107,8 +107,14 @@ class Record:
 
     @classmethod
     def from_dict(cls: type[R], data: dict[str, Any]) -> R:
-        """Validate a decoded wire map and build the record; raise :class:`SchemaError` naming the bad field."""
-        version = data.get("v", SCHEMA_VERSION)
+        """Validate a decoded wire map and build the record; raise :class:`SchemaError` naming the bad field.
+
+        Keys this version does not know are ignored (see :func:`unknown_fields`): a producer on a newer schema
+        may add fields without breaking older workers, as protobuf allows. ``v`` is required: it is what tells a
+        future worker which rules an event was written under."""
+        version = data.get("v")
+        if version is None:
+            raise SchemaError(cls.TYPE, "v", f"is required (the schema version, {SCHEMA_VERSION} today)")
         if version not in SUPPORTED_VERSIONS:
             raise SchemaError(cls.TYPE, "v", f"unsupported schema version {version!r}")
         values: dict[str, Any] = {}
@@ -119,12 +125,15 @@ class Record:
                     raise SchemaError(cls.TYPE, spec.name, "is required")
                 continue
             values[spec.name] = spec.check(cls.TYPE, raw)
-        if len(data) > len(values) + 2:  # more keys than the fields given plus type and v: name the first unknown
-            known = _known_keys(cls.TYPE, cls.FIELDS)
-            unknown = sorted(str(k) for k in data if k not in known)
-            if unknown:
-                raise SchemaError(cls.TYPE, unknown[0], "unknown field")
         return cls(**values)
+
+    @classmethod
+    def unknown_fields(cls, data: dict[str, Any]) -> list[str]:
+        """Keys of a wire map this version does not know (ignored by :meth:`from_dict`, counted by the worker)."""
+        known = _known_keys(cls.TYPE, cls.FIELDS)
+        if len(data) <= len(known) and all(k in known for k in data):
+            return []
+        return sorted(str(k) for k in data if k not in known)
 
     @classmethod
     def json_schema(cls) -> dict[str, Any]:
@@ -141,8 +150,8 @@ class Record:
             "description": (cls.__doc__ or "").strip().splitlines()[0],
             "type": "object",
             "properties": props,
-            "required": ["type"] + [spec.name for spec in cls.FIELDS if spec.required],
-            "additionalProperties": False,
+            "required": ["type", "v"] + [spec.name for spec in cls.FIELDS if spec.required],
+            "additionalProperties": True,  # ignored by this version, counted (forward compatibility)
         }
 
 

@@ -25,6 +25,10 @@ log = logging.getLogger(__name__)
 LOOPBACK = "127.0.0.1"
 
 
+class BrokerLost(Exception):
+    """A running worker could not reach its broker for longer than ``TICKMATCH_BROKER_LOST_EXIT_S``."""
+
+
 class BrokerError(RuntimeError):
     """The embedded broker could not be started."""
 

@@ -38,8 +38,12 @@ class Settings:
     embed_dim: int = 32
     session_timeout_s: float = 4.0
     snapshot_interval_s: float = 10.0
+    max_clock_skew_s: float = 86_400.0
+    broker_lost_exit_s: float = 30.0
+    broker_port: int = 0
     web_port: int = 6066
-    web_enabled: bool = False
+    web_enabled: bool = True
+    web_bind: str = "127.0.0.1"
     data_dir: str = ".tickmatch"
     worker_name: str = ""
     min_score_start: float = -math.inf
@@ -88,6 +92,8 @@ class Settings:
             "stats_window_s",
             "session_timeout_s",
             "snapshot_interval_s",
+            "max_clock_skew_s",
+            "broker_lost_exit_s",
         )
         for name in positive:
             if getattr(self, name) <= 0:
@@ -135,8 +141,12 @@ ENV: dict[str, str] = {
     "embed_dim": "TICKMATCH_EMBED_DIM",
     "session_timeout_s": "TICKMATCH_SESSION_TIMEOUT_S",
     "snapshot_interval_s": "TICKMATCH_SNAPSHOT_INTERVAL_S",
+    "max_clock_skew_s": "TICKMATCH_MAX_CLOCK_SKEW_S",
+    "broker_lost_exit_s": "TICKMATCH_BROKER_LOST_EXIT_S",
+    "broker_port": "TICKMATCH_BROKER_PORT",
     "web_port": "TICKMATCH_WEB_PORT",
     "web_enabled": "TICKMATCH_WEB_ENABLED",
+    "web_bind": "TICKMATCH_WEB_BIND",
     "data_dir": "TICKMATCH_DATA_DIR",
     "worker_name": "TICKMATCH_WORKER_NAME",
     "min_score_start": "TICKMATCH_MIN_SCORE_START",
@@ -166,10 +176,17 @@ DOCS: dict[str, str] = {
     "embed_dim": "Dimension of the user feature embeddings the scorer uses.",
     "session_timeout_s": "Consumer session timeout: how long a killed worker's partitions wait before another takes "
     "them (and, on Tansu, about twice what a group join waits). 4 s: kill -9 -> first decision 9.6 s (6 s: 12.8 s).",
+    "broker_port": "Port of the embedded broker (tickmatch broker, or any command without BROKER_URL); 0 picks a "
+    "free one. It always listens on 127.0.0.1 only.",
+    "broker_lost_exit_s": "A worker that cannot reach its broker this long exits with code 3 (one log line) for its "
+    "supervisor to restart it, instead of retrying and logging forever.",
+    "max_clock_skew_s": "An event whose time (ts, ended_at) is further than this from the worker's clock is "
+    "dead-lettered implausible-time (milliseconds sent as seconds, a client clock years off).",
     "snapshot_interval_s": "Seconds between partition snapshots: what a restart or a new owner replays is at most "
     "this much of the events log (README, Reliability).",
-    "web_port": "Port of the Faust web server (when enabled).",
-    "web_enabled": "Serve Faust's web views (true/false).",
+    "web_port": "Port of the worker's web server: /ready (503 until it ticks) and /metrics (Prometheus).",
+    "web_enabled": "Serve /ready, /metrics and Faust's own views (true/false).",
+    "web_bind": "Address the web server listens on; loopback unless you mean to expose it.",
     "data_dir": "Directory for broker logs and Faust data.",
     "worker_name": "Name reported in tick stats (default: host-pid).",
     "min_score_start": "Minimum pair score for a user who just joined (-inf: no minimum).",

@@ -1,4 +1,5 @@
-"""``tickmatch`` command line: ``demo``, ``simulate``, ``worker``, ``trainer``, ``flywheel``, ``schemas``, ``settings``.
+"""``tickmatch`` command line: ``demo``, ``simulate``, ``worker``, ``trainer``, ``broker``, ``flywheel``, ``schemas``,
+``settings``.
 
 Errors a user can cause (bad settings, broker not reachable, bad arguments) end with one clear line and exit
 code 2, never a stack trace.
@@ -8,14 +9,18 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import logging
+import os
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from tickmatch.stream.broker import BrokerError, broker_for
+from aiokafka.errors import KafkaError
+
+from tickmatch.stream.broker import BrokerError, BrokerLost, broker_for
 from tickmatch.stream.settings import Settings, SettingsError, markdown_table
 
 if TYPE_CHECKING:
@@ -47,7 +52,32 @@ def cmd_worker(settings: Settings, loglevel: str) -> int:
         worker = faust.Worker(
             built.app, loglevel=loglevel, redirect_stdouts=False, logging_config=logs.dict_config(loglevel)
         )
-        worker.execute_from_commandline()
+        try:
+            worker.execute_from_commandline()
+        except SystemExit:
+            if built.loop.lost is not None:  # the broker watchdog gave up: one line and exit code 3, not Faust's
+                raise built.loop.lost from None
+            raise
+        if built.loop.lost is not None:
+            raise built.loop.lost
+    return 0
+
+
+def cmd_broker(settings: Settings) -> int:
+    """Run the embedded broker alone until interrupted, so several workers and a trainer can share it; prints
+    ``BROKER_URL=...`` (the line to export) on stdout."""
+    import signal
+    import threading
+
+    from tickmatch.stream.broker import EmbeddedBroker
+
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    with EmbeddedBroker(Path(settings.data_dir), port=settings.broker_port or None) as broker:
+        print(f"BROKER_URL={broker.url}", flush=True)
+        print(f"embedded Tansu broker on {broker.bootstrap} (log: {broker.log_path}); Ctrl-C stops it", file=sys.stderr)
+        with contextlib.suppress(KeyboardInterrupt):
+            stop.wait()
     return 0
 
 
@@ -159,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="run the matcher worker (Faust)")
     worker.add_argument("--loglevel", default="info", choices=["debug", "info", "warning", "error"])
     sub.add_parser("trainer", help="train from the labels topic, publish model versions (needs the broker)")
+    sub.add_parser("broker", help="run the embedded broker alone and print its BROKER_URL (for several processes)")
     fly = sub.add_parser("flywheel", help="simulated market: every policy, the learned one training from labels")
     fly.add_argument("--hours", type=_positive, default=1.0, help="simulated hours per run")
     fly.add_argument("--seed", type=int, default=0, help="first seed")
@@ -208,10 +239,19 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_flywheel(args)
         if args.command == "trainer":
             return cmd_trainer(settings)
+        if args.command == "broker":
+            return cmd_broker(settings)
         return cmd_demo(settings, args)
     except (SettingsError, BrokerError, UsageError) as exc:
         print(f"tickmatch: error: {exc}", file=sys.stderr)
         return 2
+    except KafkaError as exc:  # from any command's first contact with the broker: connect, metadata, topics
+        where = os.environ.get("BROKER_URL") or "the embedded broker"
+        print(f"tickmatch: error: cannot reach the broker at {where}: {exc}", file=sys.stderr)
+        return 2
+    except BrokerLost as exc:  # the worker lost its broker for longer than it waits: a supervisor restarts it
+        print(f"tickmatch: error: {exc}", file=sys.stderr)
+        return 3
     except KeyboardInterrupt:
         return 130
 

@@ -31,6 +31,7 @@ class RecordingSink:
     dead: list[DeadLettered] = field(default_factory=list)
     ticks: list[TickStats] = field(default_factory=list)
     shards: list[ShardStats] = field(default_factory=list)
+    rerouted: list[tuple[bytes, bytes, int, str]] = field(default_factory=list)  # (key, value, partition, origin)
 
     def decision(self, decision: MatchDecision) -> None:
         self.decisions.append(decision)
@@ -46,6 +47,9 @@ class RecordingSink:
 
     def shard_stats(self, stats: ShardStats) -> None:
         self.shards.append(stats)
+
+    def reroute(self, key: bytes, value: bytes, partition: int, origin: str) -> None:
+        self.rerouted.append((key, value, partition, origin))
 
     queued: tuple[()] = ()  # nothing waits to be sent: every output is recorded as it is written
 

@@ -4,7 +4,11 @@ read-back consumer running in a background event loop so tests can wait on condi
 from __future__ import annotations
 
 import asyncio
+import socket
 import threading
+import time
+import urllib.error
+import urllib.request
 import uuid
 from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
@@ -35,6 +39,7 @@ class Live:
         self.thread.start()
         self.reader = Readback(broker.bootstrap, settings)
         self.producer: AIOKafkaProducer | None = None
+        self.ready_statuses: list[int] = []
         self.run(self._start())
 
     def run(self, coro: Coroutine[Any, Any, T], timeout: float = 120.0) -> T:
@@ -74,6 +79,37 @@ class Live:
         self.thread.join(10)
 
 
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def get(port: int, path: str) -> tuple[int, bytes]:
+    """(status, body) of a GET on the worker's ops server; (0, b"") while nothing listens."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}{path}", timeout=2) as response:
+            return int(response.status), response.read()
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), exc.read()
+    except OSError:
+        return 0, b""
+
+
+def poll_ready(port: int, timeout: float) -> list[int]:
+    """The distinct successive statuses of /ready from process start until it answers 200 (0: not listening)."""
+    seen: list[int] = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        status, _ = get(port, "/ready")
+        if not seen or seen[-1] != status:
+            seen.append(status)
+        if status == 200:
+            break
+        time.sleep(0.05)  # polling an HTTP endpoint from outside, as a healthcheck does (not a synchronisation)
+    return seen
+
+
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
     with EmbeddedBroker(tmp_path_factory.mktemp("broker")) as running:
@@ -94,11 +130,13 @@ def live(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) -> It
         censor_after_s=4.0,
         orphan_grace_s=1.5,
         data_dir=str(data),
+        web_port=free_port(),
     )
     harness = Live(broker, settings)
     log = Path(data) / "worker.log"
     try:
         with worker_process(settings, log):
+            harness.ready_statuses = poll_ready(settings.web_port, READY_TIMEOUT_S)
             if not harness.wait(lambda s: len(s.ticks) > 0, READY_TIMEOUT_S):
                 pytest.fail(f"worker did not tick within {READY_TIMEOUT_S}s:\n{log.read_text()[-4000:]}")
             yield harness

@@ -7,7 +7,7 @@ import time
 import msgpack
 import pytest
 
-from tests.integration.conftest import Live
+from tests.integration.conftest import Live, get
 from tickmatch.outcomes import double_booked
 from tickmatch.schemas import ChatEnd, Join, Leave, MatchDecision, decode_record
 
@@ -53,7 +53,7 @@ def test_bad_input_is_dead_lettered_with_a_reason_and_matching_goes_on(live: Liv
     live.send(garbage, key=shard)
     orphan = ChatEnd("no-such-match", "c0", shard, time.time(), "hangup")
     live.send(orphan, key=shard)
-    live.send(msgpack.packb({"type": "join", "user_id": 7, "shard": shard, "ts": 1.0}), key=shard)
+    live.send(msgpack.packb({"type": "join", "v": 1, "user_id": 7, "shard": shard, "ts": time.time()}), key=shard)
     live.send(Join("c1", shard, time.time()), key=shard)
     live.send(Join("c2", shard, time.time()), key=shard)
     assert live.wait(lambda s: any({d.user_a, d.user_b} == {"c1", "c2"} for d in s.decisions))
@@ -100,3 +100,25 @@ def test_every_decision_gets_exactly_one_label(live: Live) -> None:
     assert all(kind[d.match_id] == (False, 1) for d in one)
     assert all(kind[d.match_id] == (True, 0) for d in none)
     assert not [dl for dl in live.seen.dlq if dl.key == shard.encode()]
+
+
+def test_ready_answers_503_until_the_worker_ticks_and_metrics_show_the_figures(live: Live) -> None:
+    """/ready is served from the loop's first moments: 503 while the worker joins its group and recovers, then
+    200; /metrics carries the series operators watch."""
+    assert live.ready_statuses[-1] == 200 and 503 in live.ready_statuses, live.ready_statuses
+    status, body = get(live.settings.web_port, "/metrics")
+    text = body.decode()
+    assert status == 200
+    for series in (
+        "tickmatch_ready 1",
+        "tickmatch_tick_seconds_bucket{le=",
+        "tickmatch_tick_seconds_count",
+        "tickmatch_decisions_total",
+        "tickmatch_labels_total",
+        "tickmatch_consumer_lag{partition=",
+        'tickmatch_model_info{version="heuristic-v2"} 1',
+        "tickmatch_recovery_seconds",
+        "tickmatch_events_replayed_total",
+    ):
+        assert series in text, series
+    assert "tickmatch_waiting_users{shard=" in text

@@ -25,6 +25,7 @@ from tickmatch.schemas import (
     decode_record,
     encode,
 )
+from tickmatch.schemas.codec import decode_event_fields
 from tickmatch.schemas.export import export_json_schemas
 
 SAMPLES: list[Record] = [
@@ -67,6 +68,13 @@ def _join(**changes: object) -> bytes:
     return packed
 
 
+def test_unknown_fields_are_ignored_and_reported() -> None:
+    """A producer on a newer schema adds a field: older workers still take the event, and can count it."""
+    event, unknown = decode_event_fields(_join(premium=True, color="red"))
+    assert event == Join("u1", "s", 1.0) and unknown == ["color", "premium"]
+    assert decode_event_fields(_join())[1] == []
+
+
 @pytest.mark.parametrize(
     ("payload", "reason", "text"),
     [
@@ -84,11 +92,20 @@ def _join(**changes: object) -> bytes:
         (_join(signals=[1.0, float("inf")]), "invalid-field", "join.signals: expected finite numbers"),
         (_join(signals=[0.5] * 17), "invalid-field", "join.signals: expected at most 16 entries, got 17"),
         (_join(signals="high"), "invalid-field", "join.signals: expected a list of numbers"),
-        (_join(color="red"), "invalid-field", "join.color: unknown field"),
         (_join(v=99), "invalid-field", "join.v: unsupported schema version 99"),
+        (_join(v=None), "invalid-field", "join.v: is required"),
+        (b'{"type": "join", "v": 1, "user_id": "u1", "shard": "s", "ts": 1.0}', "not-msgpack", "looks like JSON"),
         (
             msgpack.packb(
-                {"type": "chat-end", "match_id": "m", "user_id": "u", "shard": "s", "ended_at": 1.0, "reason": "bored"}
+                {
+                    "type": "chat-end",
+                    "v": 1,
+                    "match_id": "m",
+                    "user_id": "u",
+                    "shard": "s",
+                    "ended_at": 1.0,
+                    "reason": "bored",
+                }
             ),
             "invalid-field",
             "chat-end.reason: expected one of",
@@ -113,5 +130,7 @@ def test_exported_json_schemas_accept_our_records_and_reject_bad_ones(tmp_path: 
     bad = SAMPLES[0].to_dict() | {"user_id": 5}
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(bad, schemas["join"])
+    jsonschema.validate(SAMPLES[0].to_dict() | {"extra": 1}, schemas["join"])  # newer producers may add fields
+    without_v = {k: v for k, v in SAMPLES[0].to_dict().items() if k != "v"}
     with pytest.raises(jsonschema.ValidationError):
-        jsonschema.validate(SAMPLES[0].to_dict() | {"extra": 1}, schemas["join"])
+        jsonschema.validate(without_v, schemas["join"])

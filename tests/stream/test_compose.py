@@ -29,7 +29,7 @@ def test_kafka_runs_in_kraft_mode_from_the_official_image(compose: dict[str, Any
     node = env["KAFKA_NODE_ID"]
     assert env["KAFKA_CONTROLLER_QUORUM_VOTERS"] == f"{node}@kafka:9093"
     assert "CONTROLLER://:9093" in env["KAFKA_LISTENERS"]
-    assert env["KAFKA_ADVERTISED_LISTENERS"] == "PLAINTEXT://kafka:9092"
+    assert "PLAINTEXT://kafka:9092" in env["KAFKA_ADVERTISED_LISTENERS"].split(",")
     assert "healthcheck" in kafka
 
 
@@ -61,3 +61,21 @@ def test_two_workers_one_trainer_and_a_simulator(compose: dict[str, Any]) -> Non
     assert services["worker"]["command"] == ["worker"]
     assert services["simulator"]["command"][0] == "simulate"
     assert services["worker"]["depends_on"]["topics"]["condition"] == "service_completed_successfully"
+
+
+def test_kafka_has_a_cluster_id_and_an_external_listener(compose: dict[str, Any]) -> None:
+    kafka = compose["services"]["kafka"]
+    env = kafka["environment"]
+    assert len(env["CLUSTER_ID"]) == 22  # base64 of a 16-byte id, what KRaft's storage format expects
+    assert "EXTERNAL://localhost:29092" in env["KAFKA_ADVERTISED_LISTENERS"]
+    assert "EXTERNAL:PLAINTEXT" in env["KAFKA_LISTENER_SECURITY_PROTOCOL_MAP"]
+    assert "29092:29092" in kafka["ports"]
+
+
+def test_workers_are_health_checked_on_ready_with_cpus_matching_the_engine_threads(compose: dict[str, Any]) -> None:
+    worker = compose["services"]["worker"]
+    probe = " ".join(worker["healthcheck"]["test"])
+    assert "/ready" in probe and str(Settings().web_port) in probe
+    threads = int(worker["environment"]["TICKMATCH_MATCH_THREADS"])
+    assert float(worker["deploy"]["resources"]["limits"]["cpus"]) == threads
+    assert compose["services"]["simulator"]["depends_on"]["worker"]["condition"] == "service_healthy"
