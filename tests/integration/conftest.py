@@ -61,6 +61,18 @@ class Live:
 
         self.run(go())
 
+    def send_to(self, record: Record, key: str | None, partition: int) -> None:
+        """Publish to a chosen partition of events, keyed or not (a producer with another partitioner)."""
+
+        async def go() -> None:
+            assert self.producer is not None
+            topic = self.settings.topic("events")
+            await self.producer.send_and_wait(
+                topic, value=encode(record), key=key and key.encode(), partition=partition
+            )
+
+        self.run(go())
+
     def wait(self, predicate: Callable[[Seen], bool], timeout: float = 60.0) -> bool:
         return self.run(self.reader.wait_for(predicate, timeout), timeout + 10)
 

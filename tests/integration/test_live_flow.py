@@ -10,6 +10,7 @@ import pytest
 from tests.integration.conftest import Live, get
 from tickmatch.outcomes import double_booked
 from tickmatch.schemas import ChatEnd, Join, Leave, MatchDecision, decode_record
+from tickmatch.stream.partitioning import partition_for
 
 pytestmark = pytest.mark.integration
 
@@ -122,3 +123,20 @@ def test_ready_answers_503_until_the_worker_ticks_and_metrics_show_the_figures(l
     ):
         assert series in text, series
     assert "tickmatch_waiting_users{shard=" in text
+
+
+def test_events_on_a_partition_not_owning_their_shard_are_rerouted_and_matched(live: Live) -> None:
+    """A producer with another partitioner (the key on the wrong partition) and a keyless one (no key at all, on the
+    wrong partition): both joins reach the shard's own partition and are matched together, not split."""
+    shard = "it-route"
+    home = partition_for(shard, live.settings.partitions)
+    wrong = (home + 1) % live.settings.partitions
+    live.send_to(Join("r1", shard, time.time()), key=shard, partition=wrong)
+    live.send_to(Join("r2", shard, time.time()), key=None, partition=wrong)
+    assert live.wait(lambda s: any({d.user_a, d.user_b} == {"r1", "r2"} for d in s.decisions))
+    (decision,) = [d for d in live.seen.decisions if d.shard == shard]
+    assert decision.events_offset is not None
+    # one worker owns every partition here, so a split would not show as a missed match: the counter shows the hop
+    _, body = get(live.settings.web_port, "/metrics")
+    rerouted = next(line for line in body.decode().splitlines() if line.startswith("tickmatch_events_rerouted_total"))
+    assert float(rerouted.split()[-1]) >= 2
