@@ -131,6 +131,8 @@ class WorkerLoop(mode.Service):
         self.events_topic = settings.topic(names.EVENTS)
         self.snapshots_topic = settings.topic(names.SNAPSHOTS)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tickmatch-tick")
+        self._snapshot_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tickmatch-snapshot")
+        self._snapshot_task: asyncio.Task[None] | None = None
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._pointers = Pointers(bootstrap, f"{settings.app_id}-snapshots", self.snapshots_topic, settings.partitions)
@@ -240,6 +242,7 @@ class WorkerLoop(mode.Service):
         if self._ops is not None:
             await self._ops.stop()
         self._executor.shutdown(wait=True)
+        self._snapshot_executor.shutdown(wait=True)
 
     @mode.Service.task  # type: ignore[untyped-decorator]
     async def _watch_broker(self) -> None:
@@ -323,9 +326,11 @@ class WorkerLoop(mode.Service):
                         self.stats.overruns += 1
                         next_tick = clock() + interval
                 await self._flush()
-                if clock() >= next_snapshot:
-                    await self.checkpoint(sorted(self.runtime.claimed))
-                    next_snapshot = clock() + settings.snapshot_interval_s
+                if clock() >= next_snapshot and (self._snapshot_task is None or self._snapshot_task.done()):
+                    held = await self.checkpoint(sorted(self.runtime.claimed), background=True)
+                    # At most ~5 % of the loop's time goes to holding the state for snapshots: with a huge state
+                    # (many open matches) snapshots become rarer, and a restart replays more instead.
+                    next_snapshot = clock() + max(settings.snapshot_interval_s, 20.0 * held)
 
     def _ticked(self, elapsed_ms: float) -> None:
         stats = self.stats
@@ -398,12 +403,18 @@ class WorkerLoop(mode.Service):
         key = (meta.topic, meta.partition)
         self.positions[key] = max(self.positions.get(key, 0), meta.offset + 1)
 
-    async def checkpoint(self, partitions: list[int]) -> None:
+    async def checkpoint(self, partitions: list[int], background: bool = False) -> float:
         """Snapshot ``partitions`` (caller holds the lock): send everything queued, wait until every output is
-        acknowledged (so the snapshot's decisions/labels offsets are final), then write each snapshot and move
-        its pointer. A partition with an undelivered output is rebuilt instead (its state is ahead of the log)."""
+        acknowledged (so the snapshot's decisions/labels offsets are final), copy each partition's state, then
+        encode and write each snapshot and move its pointer. A partition with an undelivered output is rebuilt
+        instead (its state is ahead of the log). Returns the seconds the state was held (flush + copy).
+
+        ``background``: the periodic checkpoint returns right after the copy; encoding (msgpack + zlib, ~20 us per
+        open match, measured) and writing go on in a thread and a task while the loop keeps ticking. A copy is
+        consistent on its own (it reflects a prefix of the decisions log), so a later snapshot landing first only
+        means a longer replay. Revoke and shutdown wait for theirs: the next owner must find it."""
         if not partitions:
-            return
+            return 0.0
         assert self._producer is not None
         started = time.perf_counter()
         await self._flush()
@@ -412,31 +423,47 @@ class WorkerLoop(mode.Service):
         await asyncio.sleep(0)  # let the delivery callbacks run
         if self._resync:
             await self._rebuild()
-        settings, size = self.runtime.settings, 0
+        settings = self.runtime.settings
         decisions, labels = settings.topic(names.DECISIONS), settings.topic(names.LABELS)
-        for p in partitions:
-            if p not in self.runtime.claimed:
-                continue
-            snap = snapshots.take(
-                self.runtime,
-                p,
-                self.positions.get((decisions, p), 0),
-                self.positions.get((labels, p), 0),
-                self.runtime.clock(),
+        now = self.runtime.clock()
+        taken = [
+            snapshots.take(
+                self.runtime, p, self.positions.get((decisions, p), 0), self.positions.get((labels, p), 0), now
             )
-            blob = snapshots.encode(snap)
-            size += len(blob)
-            offset = await write_blob(self._producer, self.snapshots_topic, p, f"p{p}".encode(), blob)
-            await self._pointers.set(p, offset)
+            for p in partitions
+            if p in self.runtime.claimed
+        ]
+        held = time.perf_counter() - started
+        if background:
+            self._snapshot_task = asyncio.create_task(self._write(taken, started))
+        else:
+            await self._write(taken, started)
+        return held
+
+    async def _write(self, taken: list[snapshots.PartitionSnapshot], started: float) -> None:
+        """Encode (in a thread) and write snapshots, then move their pointers."""
+        assert self._producer is not None
+        blobs = await asyncio.get_running_loop().run_in_executor(
+            self._snapshot_executor, lambda: [snapshots.encode(snap) for snap in taken]
+        )
+        for snap, blob in zip(taken, blobs, strict=True):
+            offset = await write_blob(
+                self._producer, self.snapshots_topic, snap.partition, f"p{snap.partition}".encode(), blob
+            )
+            await self._pointers.set(snap.partition, offset)
             if self._consumer is not None and not self.closing:
                 with contextlib.suppress(Exception):  # for lag tools only; fails outside a group generation
-                    await self._consumer.commit({TopicPartition(self.events_topic, p): snap.events_offset})
+                    await self._consumer.commit({TopicPartition(self.events_topic, snap.partition): snap.events_offset})
         self.stats.snapshots += 1
-        self.stats.snapshot_bytes = size
+        self.stats.snapshot_bytes = sum(len(b) for b in blobs)
         self.stats.snapshot_ms = (time.perf_counter() - started) * 1000.0
         log.info(
             "snapshot written",
-            extra={"partitions": partitions, "bytes": size, "ms": round(self.stats.snapshot_ms, 1)},
+            extra={
+                "partitions": [snap.partition for snap in taken],
+                "bytes": self.stats.snapshot_bytes,
+                "ms": round(self.stats.snapshot_ms, 1),
+            },
         )
 
     async def adopt(self, partitions: list[int]) -> None:

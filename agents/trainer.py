@@ -92,8 +92,11 @@ class TrainerService:
             "model published",
             extra={"version": update.version, "labels": update.labels_seen, "auroc": update.auroc, "mse": update.mse},
         )
-        print(
-            f"trainer: {update.version} from {update.labels_seen} labels, held-out AUROC "
-            f"{update.auroc if update.auroc is not None else float('nan'):.3f} (saved to {path})",
-            flush=True,
+        # AUROC separates long from short chats; a hold-out with only one kind (the demo's chats all last seconds)
+        # has none, which is worth saying in words rather than as "nan".
+        quality = (
+            f"held-out AUROC {update.auroc:.3f}"
+            if update.auroc is not None
+            else "held-out AUROC n/a (every held-out chat on the same side of the long-chat threshold)"
         )
+        print(f"trainer: {update.version} from {update.labels_seen} labels, {quality} (saved to {path})", flush=True)

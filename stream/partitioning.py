@@ -8,9 +8,12 @@ therefore re-publishes an event that arrived on the wrong partition to the right
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from aiokafka.partitioner import murmur2
 
 
+@lru_cache(maxsize=65536)  # aiokafka's murmur2 is pure Python (~5 us); a worker sees few distinct shards
 def partition_for(shard: str, partitions: int) -> int:
     """The partition of ``shard`` among ``partitions`` (Java's ``toPositive(murmur2(key)) % n``)."""
     return int(murmur2(shard.encode()) & 0x7FFFFFFF) % partitions

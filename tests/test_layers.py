@@ -2,7 +2,8 @@
 
 Layers, lowest first; a module may import its own layer and the ones below, never above:
 
-1. schemas   2. matching   3. learning, outcomes, market   4. stream   5. agents   6. entry points (cli, demo, testing)
+1. schemas   2. matching   3. learning, outcomes, market   4. stream   5. agents
+6. entry points (cli, demo, ops, testing)
 
 Besides the layers: no cycle between packages and none between modules (lazy imports inside functions count too:
 they are still a dependency), and nothing imports a project package by its folder name (``import stream``) —
@@ -27,7 +28,7 @@ LAYERS: dict[str, int] = {
     "stream": 4,
     "agents": 5,
 }
-ENTRY_LAYER = 6  # tickmatch.cli, tickmatch.demo, tickmatch.testing, tickmatch.__main__
+ENTRY_LAYER = 6  # tickmatch.cli, tickmatch.demo, tickmatch.ops, tickmatch.testing, tickmatch.__main__
 FOLDER_NAMES = {*LAYERS, "bench", "tests"}
 
 

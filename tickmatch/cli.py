@@ -1,5 +1,5 @@
-"""``tickmatch`` command line: ``demo``, ``simulate``, ``worker``, ``trainer``, ``broker``, ``flywheel``, ``schemas``,
-``settings``.
+"""``tickmatch`` command line: ``demo``, ``simulate``, ``worker``, ``trainer``, ``broker``, ``publish``, ``status``,
+``flywheel``, ``schemas``, ``settings``.
 
 Errors a user can cause (bad settings, broker not reachable, bad arguments) end with one clear line and exit
 code 2, never a stack trace.
@@ -127,6 +127,38 @@ def prepare_engine(runtime: WorkerRuntime) -> None:
     )
 
 
+def cmd_publish(settings: Settings, events: list[str]) -> int:
+    """Publish JSON events (arguments, or one per line on stdin with ``-``) as the contract says."""
+    from tickmatch.ops import PublishError, publish
+    from tickmatch.stream.topics import bootstrap_of, ensure_topics
+
+    lines = sys.stdin.read().splitlines() if events == ["-"] else events
+    if not settings.broker_url:
+        raise UsageError("publish needs BROKER_URL (start one with `tickmatch broker`)")
+
+    async def run() -> list[str]:
+        assert settings.broker_url is not None
+        bootstrap = bootstrap_of(settings.broker_url)
+        await ensure_topics(bootstrap, settings)
+        return await publish(bootstrap, settings, lines)
+
+    try:
+        for line in asyncio.run(run()):
+            print(line)
+    except PublishError as exc:
+        raise UsageError(f"not an event: {exc}") from exc
+    return 0
+
+
+def cmd_status(settings: Settings, url: str | None) -> int:
+    """Print a worker's readiness and figures; exit 0 if ready, 1 if not."""
+    from tickmatch.ops import status_text
+
+    ready, text = status_text(url or f"http://127.0.0.1:{settings.web_port}")
+    print(text)
+    return 0 if ready else 1
+
+
 def cmd_schemas(out: Path) -> int:
     """Export JSON Schemas of every record."""
     from tickmatch.schemas.export import export_json_schemas
@@ -190,6 +222,10 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--loglevel", default="info", choices=["debug", "info", "warning", "error"])
     sub.add_parser("trainer", help="train from the labels topic, publish model versions (needs the broker)")
     sub.add_parser("broker", help="run the embedded broker alone and print its BROKER_URL (for several processes)")
+    pub = sub.add_parser("publish", help="publish events given as JSON objects (or '-' for one per stdin line)")
+    pub.add_argument("events", nargs="+", help='e.g. \'{"type": "join", "user_id": "u1", "shard": "en"}\'')
+    status = sub.add_parser("status", help="a worker's readiness, tick p99, lag and pools (from its /metrics)")
+    status.add_argument("--url", default=None, help="worker base URL (default http://127.0.0.1:TICKMATCH_WEB_PORT)")
     fly = sub.add_parser("flywheel", help="simulated market: every policy, the learned one training from labels")
     fly.add_argument("--hours", type=_positive, default=1.0, help="simulated hours per run")
     fly.add_argument("--seed", type=int, default=0, help="first seed")
@@ -241,6 +277,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_trainer(settings)
         if args.command == "broker":
             return cmd_broker(settings)
+        if args.command == "publish":
+            return cmd_publish(settings, args.events)
+        if args.command == "status":
+            return cmd_status(settings, args.url)
         return cmd_demo(settings, args)
     except (SettingsError, BrokerError, UsageError) as exc:
         print(f"tickmatch: error: {exc}", file=sys.stderr)

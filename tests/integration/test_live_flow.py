@@ -8,6 +8,7 @@ import msgpack
 import pytest
 
 from tests.integration.conftest import Live, get
+from tickmatch.cli import main
 from tickmatch.outcomes import double_booked
 from tickmatch.schemas import ChatEnd, Join, Leave, MatchDecision, decode_record
 from tickmatch.stream.partitioning import partition_for
@@ -140,3 +141,23 @@ def test_events_on_a_partition_not_owning_their_shard_are_rerouted_and_matched(l
     _, body = get(live.settings.web_port, "/metrics")
     rerouted = next(line for line in body.decode().splitlines() if line.startswith("tickmatch_events_rerouted_total"))
     assert float(rerouted.split()[-1]) >= 2
+
+
+def test_publish_and_status_commands_speak_the_contract(live: Live, monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:  # fmt: skip
+    """`tickmatch publish` turns JSON into contract events (v and ts filled in, murmur2 key); `tickmatch status`
+    prints what /ready and /metrics say; a bad event is one clear line and exit 2."""
+    for name, var in (("broker_url", "BROKER_URL"), ("app_id", "TICKMATCH_APP_ID"),
+                      ("topic_prefix", "TICKMATCH_TOPIC_PREFIX"), ("partitions", "TICKMATCH_PARTITIONS")):  # fmt: skip
+        monkeypatch.setenv(var, str(getattr(live.settings, name)))
+    shard = "it-publish"
+    joins = [f'{{"type": "join", "user_id": "{u}", "shard": "{shard}", "join_id": "t-{u}"}}' for u in ("p1", "p2")]
+    assert main(["publish", *joins]) == 0
+    sent = capsys.readouterr().out.splitlines()
+    assert len(sent) == 2 and all(line.startswith(f"join {shard} -> ") for line in sent)
+    assert live.wait(lambda s: any({d.join_a, d.join_b} == {"t-p1", "t-p2"} for d in s.decisions))
+    assert main(["publish", '{"type": "join", "shard": "x"}']) == 2
+    assert "not an event: join.user_id: is required" in capsys.readouterr().err
+    assert main(["status", "--url", f"http://127.0.0.1:{live.settings.web_port}"]) == 0
+    out = capsys.readouterr().out
+    assert "READY (ticking)" in out and "tick p99 <=" in out and f"shard {shard}:" in out

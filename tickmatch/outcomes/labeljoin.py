@@ -190,7 +190,7 @@ class LabelJoin:
         """The open matches, held chat-ends and recently closed matches (``(match id, shard, closed at)``, closed
         within ``closed_within_s``) of ``shards``, for a partition snapshot."""
         opened = [
-            OpenMatch(e.decision, dict(e.ends), e.first_end_seen_at)
+            OpenMatch(e.decision, dict(e.ends) if e.ends else {}, e.first_end_seen_at)
             for e in self._open.values()
             if e.decision.shard in shards
         ]
