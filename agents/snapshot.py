@@ -140,7 +140,7 @@ def encode(snap: PartitionSnapshot) -> bytes:
         "raw_dim": RAW_DIM,
         "shards": shards,
         "tickets": [[s, u, list(t)] for s, u, t in snap.tickets],
-        "open": [_open_wire(o) for o in snap.opened],
+        "open": _open_columns(snap.opened),
         "held": [[end.wire(), seen] for end, seen in snap.held],
         "closed": [list(c) for c in snap.closed],
     }
@@ -184,23 +184,38 @@ def decode(blob: bytes) -> PartitionSnapshot:
             for i, user_id in enumerate(ids)
         ]
     snap.tickets = [(s, u, tuple(t)) for s, u, t in doc["tickets"]]
-    snap.opened = [_open_from(o) for o in doc["open"]]
+    snap.opened = _open_from_columns(doc["open"])
     snap.held = [(ChatEnd.from_dict(end), float(seen)) for end, seen in doc["held"]]
     snap.closed = [(m, shard, float(at)) for m, shard, at in doc["closed"]]
     return snap
 
 
-def _open_wire(item: OpenMatch) -> dict[str, Any]:
-    wire = item.decision.wire()
-    for side in ("features_a", "features_b"):  # float32 bytes: a quarter of msgpack doubles, exact for these
-        if side in wire:
-            wire[side] = np.asarray(wire[side], dtype=np.float32).tobytes()
-    return {"decision": wire, "ends": item.ends, "first_end": item.first_end_seen_at}
+_OPEN_FIELDS = (
+    "match_id", "tick_id", "shard", "user_a", "user_b", "score", "model_version", "policy", "decided_at", "wait_a_s",
+    "wait_b_s", "events_offset", "join_a", "join_b",
+)  # fmt: skip
 
 
-def _open_from(doc: dict[str, Any]) -> OpenMatch:
-    wire = dict(doc["decision"])
-    for side in ("features_a", "features_b"):
-        if side in wire:
-            wire[side] = np.frombuffer(wire[side], dtype=np.float32).tolist()
-    return OpenMatch(MatchDecision.from_dict(wire), dict(doc["ends"]), doc["first_end"])
+def _open_columns(opened: list[OpenMatch]) -> dict[str, Any]:
+    """Open matches as columns, without their feature vectors.
+
+    Why columns: a busy worker has hundreds of thousands of open matches (every decision waits up to
+    TICKMATCH_CENSOR_AFTER_S for its chat-ends); one list per field packs in C, where a map per match cost ~24 us
+    each (measured). Why no features: they were most of the bytes (two float vectors per match, ~650 B); a label
+    emitted after a restart for a match that was open across it carries none, and the trainer skips it (README,
+    Reliability). Ends reported so far are kept for the few matches that have any."""
+    decisions = [o.decision for o in opened]
+    cols: dict[str, Any] = {name: [getattr(d, name) for d in decisions] for name in _OPEN_FIELDS}
+    cols["ends"] = [[i, o.ends, o.first_end_seen_at] for i, o in enumerate(opened) if o.ends or o.first_end_seen_at]
+    return cols
+
+
+def _open_from_columns(cols: dict[str, Any]) -> list[OpenMatch]:
+    n = len(cols["match_id"])
+    ends: dict[int, tuple[dict[str, float], float | None]] = {i: (e, first) for i, e, first in cols["ends"]}
+    out = []
+    for i in range(n):
+        decision = MatchDecision(**{name: cols[name][i] for name in _OPEN_FIELDS})
+        got, first = ends.get(i, ({}, None))
+        out.append(OpenMatch(decision, dict(got), first))
+    return out
