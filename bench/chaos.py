@@ -516,13 +516,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", default="", help="directory for broker data and worker logs (default: a temp dir)")
     parser.add_argument("--out", default="", help="directory for chaos.json")
     args = parser.parse_args(argv)
-    result = asyncio.run(run(args))
-    line = orjson.dumps(result).decode()
-    if args.out:
-        Path(args.out).mkdir(parents=True, exist_ok=True)
-        (Path(args.out) / "chaos.json").write_text(line + "\n")
-    print(line, flush=True)
+    emit(asyncio.run(run(args)), args.out, "chaos.json")
     return 0
+
+
+def emit(result: dict[str, Any], out: str, name: str) -> None:
+    """Print the result as the last stdout line (JSON) and, with ``out``, write it to ``out/name`` too."""
+    line = orjson.dumps(result).decode()
+    if out:
+        Path(out).mkdir(parents=True, exist_ok=True)
+        (Path(out) / name).write_text(line + "\n")
+    print(line, flush=True)
 
 
 if __name__ == "__main__":

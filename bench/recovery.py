@@ -25,7 +25,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaProducer, TopicPartition
 
-from bench.chaos import Fleet
+from bench.chaos import Fleet, emit
 from tickmatch.schemas import Join, TickStats, decode_record, encode
 from tickmatch.stream import topics as names
 from tickmatch.stream.broker import EmbeddedBroker, stop_process
@@ -164,12 +164,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", default="")
     parser.add_argument("--out", default="")
     args = parser.parse_args(argv)
-    result = asyncio.run(run(args))
-    line = orjson.dumps(result).decode()
-    if args.out:
-        Path(args.out).mkdir(parents=True, exist_ok=True)
-        (Path(args.out) / "recovery.json").write_text(line + "\n")
-    print(line, flush=True)
+    emit(asyncio.run(run(args)), args.out, "recovery.json")
     return 0
 
 
