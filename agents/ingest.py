@@ -53,6 +53,7 @@ from tickmatch.stream.snapshots import Pointers, write_blob
 log = logging.getLogger(__name__)
 
 MAX_BATCH = 5_000  # records per getmany: ~0.1 s of work at worst, so the tick is never held up for long
+STOP_BUDGET_S = 8.0  # SIGTERM -> the worker loop closed (Faust's own shutdown adds ~1 s)
 DRAIN_LIMIT = 200_000  # records applied from the prefetch buffer before one tick (it holds far fewer normally)
 
 
@@ -219,30 +220,44 @@ class WorkerLoop(mode.Service):
 
     async def on_stop(self) -> None:
         """Let the loop finish its iteration (a running tick completes and its outputs are sent), write a final
-        snapshot of every partition (the next owner then replays nothing), then leave the group and close. Each
-        step is bounded: a consumer stopped in the middle of a group join waits for the join to end (the session
-        timeout of a dead member, on Tansu), which must not hold a SIGTERM for long."""
+        snapshot of every partition (the next owner then replays nothing), then leave the group and close.
+
+        The whole stop fits in ``STOP_BUDGET_S``: each step gets what is left of it. A consumer stopped in the
+        middle of a group join waits for the join to end (on Tansu, a dead member's session timeout), and the
+        state lock can be held by a recovery; neither may hold a SIGTERM for long (a chaos run measured 12.4 s
+        before this budget)."""
         self.stopping = True
+        deadline = time.monotonic() + STOP_BUDGET_S
+
+        def left(most: float) -> float:
+            return max(0.1, min(most, deadline - time.monotonic()))
+
         with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._done.wait(), timeout=10.0)
+            await asyncio.wait_for(self._done.wait(), timeout=left(3.0))
         self.closing = True
+        if self._snapshot_task is not None and not self._snapshot_task.done():
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(asyncio.shield(self._snapshot_task), timeout=left(1.5))
         if self._producer is not None:
             try:
-                async with self.lock:
-                    await asyncio.wait_for(self.checkpoint(sorted(self.runtime.claimed)), timeout=10.0)
-            except Exception as exc:  # a broker already gone: the next owner replays from the last snapshot
+                await asyncio.wait_for(self._final_checkpoint(), timeout=left(4.0))
+            except Exception as exc:  # a broker already gone, or out of time: the next owner replays more
                 log.warning("no final snapshot", extra={"error": f"{type(exc).__name__}: {exc}"})
         if self._consumer is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._consumer.stop(), timeout=5.0)
+                await asyncio.wait_for(self._consumer.stop(), timeout=left(2.0))
         if self._producer is not None:
             with contextlib.suppress(Exception):
-                await asyncio.wait_for(self._producer.stop(), timeout=5.0)
+                await asyncio.wait_for(self._producer.stop(), timeout=left(1.0))
         await self._pointers.stop()
         if self._ops is not None:
             await self._ops.stop()
         self._executor.shutdown(wait=True)
-        self._snapshot_executor.shutdown(wait=True)
+        self._snapshot_executor.shutdown(wait=False)
+
+    async def _final_checkpoint(self) -> None:
+        async with self.lock:
+            await self.checkpoint(sorted(self.runtime.claimed))
 
     @mode.Service.task  # type: ignore[untyped-decorator]
     async def _watch_broker(self) -> None:
