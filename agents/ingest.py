@@ -334,8 +334,6 @@ class WorkerLoop(mode.Service):
                     # embed) was tried and measured worse: it competes with the tick's Python parts for the GIL.
                     stats = await asyncio.get_running_loop().run_in_executor(self._executor, self._tick)
                     self._ticked(stats.elapsed_ms)
-                    if len(self.stats.tick_ms) > 10_000:
-                        del self.stats.tick_ms[:5_000]
                     next_tick += interval
                     if next_tick <= clock():  # the work took longer than a tick: skip, never run back to back
                         self.stats.overruns += 1
@@ -351,6 +349,8 @@ class WorkerLoop(mode.Service):
         stats = self.stats
         stats.ticks += 1
         stats.tick_ms.append(elapsed_ms)
+        if len(stats.tick_ms) > 10_000:
+            del stats.tick_ms[:5_000]
         seconds = elapsed_ms / 1000.0
         stats.tick_seconds_sum += seconds
         for i, bound in enumerate(TICK_BUCKETS_S):

@@ -191,7 +191,7 @@ class WorkerRuntime:
         if self.guarded:
             messages = self._unseen(messages)
         self.events += len(messages)
-        decoded: list[tuple[Message, InputEvent]] = []
+        decoded: list[tuple[Message, InputEvent, float]] = []
         now = self.clock()
         skew = self.settings.max_clock_skew_s
         for msg in messages:
@@ -199,6 +199,8 @@ class WorkerRuntime:
                 event, unknown = decode_event_fields(msg.value)
                 if msg.key is not None and msg.key != event.shard.encode():
                     raise DecodeError("key-mismatch", f"message key {msg.key!r} differs from shard {event.shard!r}")
+                # Replay takes each record's time from its Kafka timestamp: join times and chat-end deadlines
+                # come out as the live worker had them (within its fetch delay), not as of the recovery.
                 at = msg.timestamp / 1000.0 if self.replaying else now
                 ts = event.ended_at if isinstance(event, ChatEnd) else event.ts
                 if abs(ts - at) > skew:
@@ -215,17 +217,14 @@ class WorkerRuntime:
             if self.route_partitions and msg.partition != (home := partition_for(event.shard, self.partition_count)):
                 self._reroute(msg, event, home)
                 continue
-            decoded.append((msg, event))
-        joins = [event for _, event in decoded if type(event) is Join]
+            decoded.append((msg, event, at))
+        joins = [event for _, event, _ in decoded if type(event) is Join]
         raw = featurize_many([_profile(join) for join in joins], [join.signals for join in joins])
         emb = self.scorer.embed(raw) if joins else raw
         j = 0
         applied = 0
-        for msg, event in decoded:
+        for msg, event, at in decoded:
             try:
-                # Replay takes each record's time from its Kafka timestamp: join times and chat-end deadlines
-                # come out as the live worker had them (within its fetch delay), not as of the recovery.
-                at = msg.timestamp / 1000.0 if self.replaying else now
                 if type(event) is Join:
                     self._join(event, msg.partition, at, raw[j], emb[j])
                     j += 1

@@ -86,12 +86,12 @@ def take(
 def restore(runtime: WorkerRuntime, snap: PartitionSnapshot) -> None:
     """Load a snapshot into the runtime (the partition's shards must not be there yet) and claim the partition
     from the snapshot's events offset."""
-    for shard, bans in snap.bans.items():
+    for shard, bans in snap.bans.items():  # every shard of the partition has an entry here (see take)
+        runtime.shard_partition[shard] = snap.partition
         pool = runtime.pool(shard)
         for a, b, until in bans:  # bans first: adding a waiting user links the bans that concern them
             pool.forbidden.ban(a, b, until)
     for shard, users in snap.users.items():
-        runtime.shard_partition[shard] = snap.partition
         pool = runtime.pool(shard)
         if not users:
             continue
@@ -99,8 +99,6 @@ def restore(runtime: WorkerRuntime, snap: PartitionSnapshot) -> None:
         emb = runtime.scorer.embed(raw)
         for i, u in enumerate(users):
             pool.add(u.user_id, u.joined_at, emb[i], u.attrs, u.wants, bias=u.bias, blocked=u.blocked, raw=raw[i])
-    for shard in snap.bans:
-        runtime.shard_partition[shard] = snap.partition
     for shard, user, tickets in snap.tickets:
         runtime.tickets[(shard, user)] = tickets
     runtime.labels.restore(snap.opened, snap.held, snap.closed)
