@@ -75,7 +75,13 @@ async def recover(
             if blob is None:
                 log.warning("snapshot pointer leads nowhere", extra={"partition": p, "offset": offset})
             else:
-                snaps[p] = snapshots.decode(blob)
+                try:
+                    snaps[p] = snapshots.decode(blob)
+                except snapshots.SnapshotError as exc:  # e.g. written by an older version: rebuild from the logs
+                    log.warning(
+                        "snapshot unreadable, replaying the partition from its start",
+                        extra={"partition": p, "offset": offset, "error": str(exc)},
+                    )
     waiting: dict[int, int] = {}
     for p in partitions:
         snap = snaps[p]

@@ -14,7 +14,6 @@ import os
 import socket
 import time
 import uuid
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -23,6 +22,7 @@ import numpy as np
 import numpy.typing as npt
 
 from tickmatch.agents.sink import Sink
+from tickmatch.agents.tickets import JoinTickets
 from tickmatch.learning.features import RAW_DIM, featurize, featurize_many, update_raw
 from tickmatch.learning.scorer import Scorer, heuristic_scorer
 from tickmatch.matching.engine import Engine, EngineConfig, gc_paused
@@ -46,9 +46,6 @@ from tickmatch.stream.partitioning import partition_for
 from tickmatch.stream.settings import Settings
 
 log = logging.getLogger(__name__)
-
-MAX_REMEMBERED_JOINS = 1_000_000  # (shard, user) pairs whose recent join tickets are kept to recognise retries
-TICKETS_PER_USER = 4  # a retry of any of a user's last 4 joins is recognised (not only of the newest)
 
 
 class Message(Protocol):
@@ -103,8 +100,7 @@ class WorkerRuntime:
         self.policy = f"{cfg.matcher}-top{cfg.k}"
         self.counters: dict[str, int] = {}
         self.events = 0  # input messages consumed (applied or dead-lettered), reported on every tick-stats record
-        # (shard, user) -> tickets of the user's last joins (oldest first): a join with one of them is a retry
-        self.tickets: OrderedDict[tuple[str, str], tuple[str, ...]] = OrderedDict()
+        self.tickets = JoinTickets()  # recent join tickets: a join with one of them is a retry
         # Partition -> next events offset to apply, for partitions this worker owns (the worker loop claims them
         # after recovery). With ``guarded`` set, a record below it was applied already and one of a partition not
         # claimed is not ours: both are skipped. Tests that feed messages by hand leave ``guarded`` off.
@@ -298,18 +294,10 @@ class WorkerRuntime:
         self, event: Join, partition: int, now: float, raw: npt.NDArray[np.float32], emb: npt.NDArray[np.float32]
     ) -> None:
         self.shard_partition[event.shard] = partition
-        key = (event.shard, event.user_id)
-        ticket = event.ticket
-        seen = self.tickets.get(key, ())
-        if ticket in seen:
-            # The same join again (a client or producer retry): whether the user still waits, was matched or left,
-            # it changes nothing. Without this a late retry re-queued a matched user, who was matched twice.
-            self.count("joins.duplicate")
+        if self.tickets.seen(event.shard, event.user_id, event.ticket):
+            self.count("joins.duplicate")  # a retry changes nothing (see tickmatch.agents.tickets)
             return
-        self.tickets[key] = (*seen[-(TICKETS_PER_USER - 1) :], ticket)
-        self.tickets.move_to_end(key)
-        if len(self.tickets) > MAX_REMEMBERED_JOINS:
-            self.tickets.popitem(last=False)
+        self.tickets.add(event.shard, event.user_id, event.ticket, now)
         wants = {"country": event.want_country, "language": event.want_language, "gender": event.want_gender}
         self.pool(event.shard).add(event.user_id, now, emb, _profile(event), wants, blocked=event.blocked, raw=raw)
         self.activity[event.shard].arrivals += 1
@@ -400,8 +388,7 @@ class WorkerRuntime:
         return stats
 
     def _ticket(self, shard: str, user: str) -> str | None:
-        seen = self.tickets.get((shard, user))
-        return seen[-1] if seen else None
+        return self.tickets.last(shard, user)
 
     def _label(self, label: DurationLabel) -> None:
         if self.replaying and label.match_id in self.published_labels:
@@ -455,9 +442,7 @@ class WorkerRuntime:
             del self.shard_partition[shard]
         for partition in partitions:
             self.claimed.pop(partition, None)
-        gone_set = set(gone)
-        for key in [k for k in self.tickets if k[0] in gone_set]:
-            del self.tickets[key]
+        self.tickets.drop_shards(set(gone))
         dropped = self.labels.forget_shards(set(gone))
         if gone:
             log.info("partitions revoked", extra={"shards": gone, "open_matches_dropped": dropped})

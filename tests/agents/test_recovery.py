@@ -5,10 +5,13 @@ deciding again (the Kafka side is exercised by ``tests/integration/test_chaos.py
 from __future__ import annotations
 
 import dataclasses
+import zlib
 from collections import deque
 from typing import Any
 
+import msgpack
 import numpy as np
+import pytest
 
 from tickmatch.agents import snapshot as snapshots
 from tickmatch.agents.recovery import replay_records
@@ -50,14 +53,16 @@ def state(runtime: WorkerRuntime) -> dict[str, Any]:
     for shard, pool in runtime.pools.items():
         users = sorted(pool.export(), key=lambda u: u.user_id)
         pools[shard] = [(u.user_id, u.joined_at, u.raw.tobytes(), u.attrs, u.wants, u.blocked) for u in users]
-    opened, held, closed = runtime.labels.export(set(runtime.pools), runtime.clock())
+    matches, held = runtime.labels.export(set(runtime.pools), runtime.clock())
+    ends = {m: (sorted(e.items()), first) for part in matches for m, e, first in part.ends}
+    opened = [(m, *ends.get(m, ([], None))) for part in matches for m in part.opened.columns()["match_id"]]
     return {
         "pools": {k: v for k, v in pools.items() if v},
         "bans": {s: sorted(p.forbidden.bans()) for s, p in runtime.pools.items() if p.forbidden.bans()},
-        "tickets": dict(runtime.tickets),
-        "open": sorted((o.decision.match_id, sorted(o.ends.items()), o.first_end_seen_at) for o in opened),
+        "tickets": runtime.tickets.items(),
+        "open": sorted(opened),
         "held": sorted((e.match_id, e.user_id, seen) for e, seen in held),
-        "closed": sorted(m for m, _, _ in closed),
+        "closed": sorted(m for part in matches for m in part.closed.columns()["match_id"]),
         "claimed": dict(runtime.claimed),
     }
 
@@ -195,3 +200,16 @@ def test_a_guarded_runtime_applies_each_offset_once_and_only_its_partitions() ->
     other = Msg.of(Join("c", "s", 1.0), partition=1, offset=0)
     assert runtime.apply_batch([other]) == 0  # not a partition this worker owns
     assert runtime.claimed == {0: 2} and runtime.counters["events.skipped"] == 3
+
+
+def test_bytes_that_are_not_a_snapshot_of_this_format_are_refused_with_a_reason() -> None:
+    clock = ManualClock()
+    live, sink = live_runtime(clock)
+    traffic(live, sink, clock, Log(clock))
+    good = snapshots.encode(snapshots.take(live, 0, 0, 0, clock()))
+    doc = msgpack.unpackb(zlib.decompress(good), raw=False)
+    older = zlib.compress(msgpack.packb({**doc, "format": 1}, use_bin_type=True))
+    damaged = zlib.compress(msgpack.packb({**doc, "matches": [{"shard": "s"}]}, use_bin_type=True))
+    for blob, reason in ((b"garbage", "not a snapshot"), (older, "format 1"), (damaged, "damaged")):
+        with pytest.raises(snapshots.SnapshotError, match=reason):
+            snapshots.decode(blob)

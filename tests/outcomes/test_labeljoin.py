@@ -101,3 +101,37 @@ def test_forget_shards_drops_open_matches() -> None:
     join = make()
     join.add_decision(decision("m"), now=100.0)
     assert join.forget_shards({"s"}) == 1 and join.open_count == 0
+
+
+def test_open_matches_survive_compaction_of_their_log_and_a_snapshot_view_stays_put() -> None:
+    """Thousands of matches closing in random order: the shard's open-match log compacts (rows renumbered) and
+    every match still closes exactly once; a view taken before reads what was open then."""
+    join = make()
+    n = 10_000
+    for i in range(n):
+        join.add_decision(decision(f"m{i}"), now=100.0)
+    before, _ = join.export({"s"}, now=100.0)
+    closing = [i for i in range(n) if i % 4]  # 75 % close, enough to compact
+    for i in closing:
+        join.add_end(end(f"m{i}", "a", 110.0), now=110.0)
+        outcome, label = join.add_end(end(f"m{i}", "b", 111.0), now=111.0)
+        assert outcome is EndOutcome.ACCEPTED and label is not None and label.match_id == f"m{i}"
+    assert before[0].opened.columns()["match_id"] == [f"m{i}" for i in range(n)]
+    after, _ = join.export({"s"}, now=112.0)
+    assert after[0].opened.columns()["match_id"] == [f"m{i}" for i in range(n) if i % 4 == 0]
+    assert sorted(after[0].closed.columns()["match_id"]) == sorted(f"m{i}" for i in closing)
+    labels, _ = join.sweep(100.0 + 60.0)  # the rest are censored, each once
+    assert sorted(label.match_id for label in labels) == sorted(f"m{i}" for i in range(0, n, 4))
+    assert join.open_count == 0 and len(join.export({"s"}, now=161.0)[0][0].opened) == 0
+
+
+def test_a_snapshot_keeps_closed_matches_for_five_minutes_only() -> None:
+    join = make()
+    join.add_decision(decision("old"), now=100.0)
+    join.add_decision(decision("new"), now=100.0)
+    join.add_end(end("old", "a", 101.0), now=101.0)
+    join.add_end(end("old", "b", 101.0), now=101.0)
+    join.add_end(end("new", "a", 350.0), now=350.0)
+    join.add_end(end("new", "b", 350.0), now=350.0)
+    parts, _ = join.export({"s"}, now=450.0)
+    assert parts[0].closed.columns()["match_id"] == ["new"]

@@ -9,6 +9,9 @@ Rules (all times in seconds, clock injected so tests need no sleeping):
   then dead-lettered as unknown;
 - a chat-end arriving after its match was labelled is counted as late and dropped (it is not malformed);
 - every decision gets exactly one label.
+
+Open and recently closed matches are also kept per shard as append-only columns (``columnlog``), so a snapshot of
+a shard's matches costs a byte per match under the state lock, not a Python object per match (issue 10).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from enum import Enum
 
+from tickmatch.outcomes.columnlog import ColumnLog, ColumnView
 from tickmatch.schemas.records import ChatEnd, DurationLabel, MatchDecision
 
 
@@ -34,22 +38,41 @@ class EndOutcome(Enum):
 @dataclass(slots=True)
 class _Open:
     decision: MatchDecision
+    row: int  # in its shard's open-matches log
     ends: dict[str, float] = field(default_factory=dict)
     first_end_seen_at: float | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class OpenMatch:
-    """An open match as a snapshot holds it: the decision, the ends reported so far, when the first arrived."""
-
-    decision: MatchDecision
-    ends: dict[str, float]
-    first_end_seen_at: float | None
-
-
+# What a snapshot keeps of an open match: the decision without its feature vectors (they were most of the bytes,
+# ~650 B a match; a label emitted after a restart for a match open across it carries none, and the trainer skips
+# it: README, Reliability). The shard is the log's own.
+OPEN_FIELDS = (
+    "match_id", "tick_id", "user_a", "user_b", "score", "model_version", "policy", "decided_at", "wait_a_s",
+    "wait_b_s", "events_offset", "join_a", "join_b",
+)  # fmt: skip
+CLOSED_FIELDS = ("match_id", "closed_at")
 CLOSED_MEMORY_S = (
     300.0  # a snapshot remembers matches labelled this recently: a chat-end for one is "late", not unknown
 )
+
+
+@dataclass(slots=True)
+class _ShardBook:
+    opened: ColumnLog = field(default_factory=lambda: ColumnLog(OPEN_FIELDS))
+    closed: ColumnLog = field(default_factory=lambda: ColumnLog(CLOSED_FIELDS))
+    partial: dict[str, _Open] = field(default_factory=dict)  # open matches with a chat-end reported already
+
+
+@dataclass(frozen=True, slots=True)
+class ShardMatches:
+    """One shard's matches as a snapshot holds them: the open ones (columns :data:`OPEN_FIELDS`), the chat-ends
+    reported so far for the few open ones that have any (match id, user -> ended at, first end seen at), and the
+    ones closed in the last :data:`CLOSED_MEMORY_S` (columns :data:`CLOSED_FIELDS`)."""
+
+    shard: str
+    opened: ColumnView
+    ends: list[tuple[str, dict[str, float], float | None]]
+    closed: ColumnView
 
 
 class LabelJoin:
@@ -62,6 +85,7 @@ class LabelJoin:
         self.censor_after_s = censor_after_s
         self.orphan_grace_s = orphan_grace_s
         self._open: dict[str, _Open] = {}
+        self._books: dict[str, _ShardBook] = {}
         self._closed: OrderedDict[str, tuple[str, float]] = OrderedDict()  # match id -> (shard, closed at)
         self._remember_closed = remember_closed
         self._orphans: dict[str, list[tuple[ChatEnd, float]]] = {}
@@ -81,7 +105,7 @@ class LabelJoin:
         completed and those that were rejected (wrong user, duplicate)."""
         if decision.match_id in self._open or decision.match_id in self._closed:
             return [], []
-        self._open[decision.match_id] = _Open(decision)
+        self._track(decision)
         heapq.heappush(self._deadlines, (decision.decided_at + self.censor_after_s, decision.match_id))
         labels: list[DurationLabel] = []
         rejected: list[tuple[ChatEnd, EndOutcome]] = []
@@ -112,6 +136,7 @@ class LabelJoin:
         entry.ends[end.user_id] = end.ended_at
         if len(entry.ends) == 2:
             return EndOutcome.ACCEPTED, self._close(end.match_id, censored=False, now=now)
+        self._books[decision.shard].partial[end.match_id] = entry
         if entry.first_end_seen_at is None:
             entry.first_end_seen_at = now
             heapq.heappush(self._deadlines, (now + self.grace_s, end.match_id))
@@ -141,11 +166,42 @@ class LabelJoin:
                     del self._orphans[match_id]
         return labels, dead
 
-    def _close(self, match_id: str, censored: bool, now: float) -> DurationLabel:
-        entry = self._open.pop(match_id)
-        self._closed[match_id] = (entry.decision.shard, now)
+    def _book(self, shard: str) -> _ShardBook:
+        book = self._books.get(shard)
+        if book is None:
+            book = self._books[shard] = _ShardBook()
+        return book
+
+    def _track(self, decision: MatchDecision) -> _Open:
+        d = decision
+        row = self._book(d.shard).opened.append(
+            (d.match_id, d.tick_id, d.user_a, d.user_b, d.score, d.model_version, d.policy, d.decided_at,
+             d.wait_a_s, d.wait_b_s, d.events_offset, d.join_a, d.join_b)
+        )  # fmt: skip
+        entry = self._open[d.match_id] = _Open(d, row)
+        return entry
+
+    def _mark_closed(self, match_id: str, shard: str, now: float) -> None:
+        """Forget an open match (if it is one) and remember it as closed."""
+        entry = self._open.pop(match_id, None)
+        book = self._book(shard)
+        if entry is not None:
+            book.partial.pop(match_id, None)
+            book.opened.retire(entry.row)
+            kept = book.opened.compact_if_sparse()
+            if kept is not None:  # rows renumbered: new row i holds the match that was in row kept[i]
+                for row, open_id in enumerate(book.opened.column("match_id")):
+                    self._open[open_id].row = row
+        if match_id in self._closed:
+            return
+        book.closed.append((match_id, now))
+        self._closed[match_id] = (shard, now)
         if len(self._closed) > self._remember_closed:
             self._closed.popitem(last=False)
+
+    def _close(self, match_id: str, censored: bool, now: float) -> DurationLabel:
+        entry = self._open[match_id]
+        self._mark_closed(match_id, entry.decision.shard, now)
         decision = entry.decision
         duration = self.censor_after_s if censored else max(0.0, min(entry.ends.values()) - decision.decided_at)
         return DurationLabel(
@@ -164,12 +220,17 @@ class LabelJoin:
     def forget_shards(self, shards: set[str]) -> int:
         """Drop open matches and held chat-ends of shards this worker no longer owns; returns how many open
         matches were dropped."""
-        gone = [m for m, e in self._open.items() if e.decision.shard in shards]
-        for match_id in gone:
-            del self._open[match_id]
+        dropped = 0
+        for shard in shards:
+            book = self._books.pop(shard, None)
+            if book is None:
+                continue
+            for match_id in book.opened.alive_values("match_id"):
+                del self._open[match_id]
+                dropped += 1
         for match_id in [m for m, held in self._orphans.items() if held and held[0][0].shard in shards]:
             del self._orphans[match_id]
-        return len(gone)
+        return dropped
 
     def close_published(self, published: dict[str, str], now: float) -> int:
         """Mark as closed the matches (match id -> shard) whose label is already in the labels topic, closing
@@ -177,40 +238,49 @@ class LabelJoin:
         before it stopped). Returns how many were open."""
         done = 0
         for match_id, shard in published.items():
-            if self._open.pop(match_id, None) is not None:
-                done += 1
-            self._closed[match_id] = (shard, now)
-        while len(self._closed) > self._remember_closed:
-            self._closed.popitem(last=False)
+            done += match_id in self._open
+            self._mark_closed(match_id, shard, now)
         return done
 
     def export(
         self, shards: set[str], now: float, closed_within_s: float = CLOSED_MEMORY_S
-    ) -> tuple[list[OpenMatch], list[tuple[ChatEnd, float]], list[tuple[str, str, float]]]:
-        """The open matches, held chat-ends and recently closed matches (``(match id, shard, closed at)``, closed
-        within ``closed_within_s``) of ``shards``, for a partition snapshot."""
-        opened = [
-            OpenMatch(e.decision, dict(e.ends) if e.ends else {}, e.first_end_seen_at)
-            for e in self._open.values()
-            if e.decision.shard in shards
-        ]
+    ) -> tuple[list[ShardMatches], list[tuple[ChatEnd, float]]]:
+        """The matches of ``shards`` (open, and closed within ``closed_within_s``) and their held chat-ends, for a
+        partition snapshot. Costs a byte per stored match plus the few partly ended ones: the columns are read
+        later, without the lock (see ``columnlog``)."""
+        out = []
+        for shard in sorted(shards):
+            book = self._books.get(shard)
+            if book is None:
+                continue
+            book.closed.retire_until("closed_at", now - closed_within_s)
+            book.closed.compact_if_sparse()
+            ends = [(m, dict(e.ends), e.first_end_seen_at) for m, e in book.partial.items()]
+            out.append(ShardMatches(shard, book.opened.view(), ends, book.closed.view()))
         held = [item for items in self._orphans.values() for item in items if item[0].shard in shards]
-        since = now - closed_within_s
-        closed = [(m, shard, at) for m, (shard, at) in self._closed.items() if shard in shards and at >= since]
-        return opened, held, closed
+        return out, held
 
-    def restore(
-        self, opened: list[OpenMatch], held: list[tuple[ChatEnd, float]], closed: list[tuple[str, str, float]]
-    ) -> None:
-        """Re-create open matches, held chat-ends (deadlines included) and closed matches from a snapshot."""
-        for match_id, shard, at in closed:
-            self._closed[match_id] = (shard, at)
-        for item in opened:
-            match_id = item.decision.match_id
-            self._open[match_id] = _Open(item.decision, dict(item.ends), item.first_end_seen_at)
-            heapq.heappush(self._deadlines, (item.decision.decided_at + self.censor_after_s, match_id))
-            if item.first_end_seen_at is not None:
-                heapq.heappush(self._deadlines, (item.first_end_seen_at + self.grace_s, match_id))
+    def restore(self, matches: list[ShardMatches], held: list[tuple[ChatEnd, float]]) -> None:
+        """Re-create open matches, closed matches and held chat-ends (deadlines included) from a snapshot."""
+        for part in matches:
+            book = self._book(part.shard)
+            closed = part.closed.columns()
+            for match_id, at in zip(closed["match_id"], closed["closed_at"], strict=True):
+                book.closed.append((match_id, at))
+                self._closed[match_id] = (part.shard, at)
+            cols = part.opened.columns()
+            for i, match_id in enumerate(cols["match_id"]):
+                decision = MatchDecision(shard=part.shard, **{name: cols[name][i] for name in OPEN_FIELDS})
+                self._track(decision)
+                heapq.heappush(self._deadlines, (decision.decided_at + self.censor_after_s, match_id))
+            for match_id, ends, first in part.ends:
+                entry = self._open.get(match_id)
+                if entry is None:
+                    continue
+                entry.ends, entry.first_end_seen_at = dict(ends), first
+                book.partial[match_id] = entry
+                if first is not None:
+                    heapq.heappush(self._deadlines, (first + self.grace_s, match_id))
         for end, seen in held:
             self._orphans.setdefault(end.match_id, []).append((end, seen))
             heapq.heappush(self._deadlines, (seen + self.orphan_grace_s, end.match_id))
