@@ -39,6 +39,7 @@ from aiokafka.errors import ConsumerStoppedError
 from mode.utils.types.trees import NodeT
 
 from tickmatch.agents import snapshot as snapshots
+from tickmatch.agents.heap import Freezer
 from tickmatch.agents.metrics import TICK_BUCKETS_S
 from tickmatch.agents.recovery import Positions, Recovered, recover
 from tickmatch.agents.runtime import WorkerRuntime
@@ -152,6 +153,7 @@ class WorkerLoop(mode.Service):
         self._inflight: list[asyncio.Future[Any]] = []
         self._resync: set[int] = set()
         self.monotonic: Callable[[], float] = time.monotonic  # the schedule's clock (tests script it)
+        self.freezer = Freezer()  # full GC passes kept small as the heap grows (see agents.heap)
         super().__init__(beacon=beacon, loop=loop)  # type: ignore[arg-type]  # mode: beacon=None is its default
 
     async def on_start(self) -> None:
@@ -339,6 +341,7 @@ class WorkerLoop(mode.Service):
                         self.stats.overruns += 1
                         next_tick = clock() + interval
                 await self._flush()
+                self.freezer.maybe()
                 if clock() >= next_snapshot and (self._snapshot_task is None or self._snapshot_task.done()):
                     held = await self.checkpoint(sorted(self.runtime.claimed), background=True)
                     # At most ~5 % of the loop's time goes to holding the state for snapshots: with a huge state

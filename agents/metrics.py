@@ -11,6 +11,7 @@ from __future__ import annotations
 import time
 from typing import Any, Protocol
 
+from tickmatch.agents.heap import Freezer
 from tickmatch.agents.runtime import WorkerRuntime
 
 TICK_BUCKETS_S = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
@@ -24,6 +25,7 @@ class WorkerLoop(Protocol):
     running: bool
     rebalancing: bool
     last_tick: float | None
+    freezer: Freezer
 
     def lag(self) -> dict[int, int]: ...
 
@@ -93,6 +95,8 @@ def prometheus(loop: WorkerLoop) -> str:
         [("", float(sum(r.events_replayed for r in stats.recovered)))],
     )  # fmt: skip
     metric("snapshots_total", "counter", "Checkpoints written (every owned partition each).", [("", stats.snapshots)])
+    metric("gc_frozen_objects", "gauge", "Objects frozen out of GC passes (see agents.heap).",
+           [("", float(loop.freezer.frozen()))])  # fmt: skip
     metric("send_errors_total", "counter", "Outputs the producer failed to deliver.", [("", stats.send_errors)])
     return "\n".join(lines) + "\n"
 
