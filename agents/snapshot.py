@@ -12,11 +12,11 @@ Embeddings are not stored: they are recomputed from the raw vectors with the mod
 (a model swap re-embeds the same way). Encoding: msgpack, columnar per shard, zlib level 1 (one-hot raw vectors
 compress ~5x).
 
-Cost: :func:`take` runs under the worker's state lock, so it copies only what is small (waiting users, bans,
-partly ended chats, held chat-ends); open matches, recently closed ones and join tickets — hundreds of thousands
-on a busy worker — are kept as append-only columns and taken as views (a byte per row), which :func:`encode`
-reads later in the snapshot thread. Measured with 300,000 open matches and 600,000 tickets: the take went from
-1,272 ms to under 1 ms, the encoding (snapshot thread) from 2,679 ms to 627 ms.
+Cost: :func:`take` runs under the worker's state lock, so it copies only what is small (waiting users,
+partly ended chats, held chat-ends); open matches, recently closed ones, repeat-pair bans and join tickets —
+hundreds of thousands on a busy worker — are kept as append-only columns and taken as views (a byte per row),
+which :func:`encode` reads later in the snapshot thread. Measured with 300,000 open matches and 600,000
+tickets: the take went from 1,272 ms to under 1 ms, the encoding (snapshot thread) from 2,679 ms to 627 ms.
 """
 
 from __future__ import annotations
@@ -31,12 +31,13 @@ import numpy as np
 from tickmatch.agents import tickets as join_tickets
 from tickmatch.agents.runtime import WorkerRuntime
 from tickmatch.learning.features import RAW_DIM
+from tickmatch.matching.columnlog import ColumnView
 from tickmatch.matching.filters import FILTER_ATTRS
 from tickmatch.matching.pool import WaitingUser
-from tickmatch.outcomes.columnlog import ColumnView
 from tickmatch.outcomes.labeljoin import CLOSED_FIELDS, OPEN_FIELDS, ShardMatches
 from tickmatch.schemas import ChatEnd
 
+BAN_FIELDS = ("a", "b", "until")
 SNAPSHOT_FORMAT = 2  # 2: matches and tickets per shard as columns (format 1 is read as "no snapshot": full replay)
 
 
@@ -55,7 +56,7 @@ class PartitionSnapshot:
     tick_id: int
     taken_at: float
     users: dict[str, list[WaitingUser]] = field(default_factory=dict)
-    bans: dict[str, list[tuple[str, str, float]]] = field(default_factory=dict)
+    bans: dict[str, ColumnView] = field(default_factory=dict)  # shard -> repeat bans (columns a, b, until)
     tickets: dict[str, ColumnView] = field(default_factory=dict)  # shard -> recent joins (tickets.FIELDS)
     matches: list[ShardMatches] = field(default_factory=list)
     held: list[tuple[ChatEnd, float]] = field(default_factory=list)
@@ -83,7 +84,7 @@ def take(
         if pool is None:
             continue
         snap.users[shard] = pool.export()
-        snap.bans[shard] = pool.forbidden.bans()
+        snap.bans[shard] = pool.forbidden.ban_view()
         joins = runtime.tickets.view(shard, now)
         if joins is not None:
             snap.tickets[shard] = joins
@@ -97,7 +98,8 @@ def restore(runtime: WorkerRuntime, snap: PartitionSnapshot) -> None:
     for shard, bans in snap.bans.items():  # every shard of the partition has an entry here (see take)
         runtime.shard_partition[shard] = snap.partition
         pool = runtime.pool(shard)
-        for a, b, until in bans:  # bans first: adding a waiting user links the bans that concern them
+        cols = bans.columns()  # bans first: adding a waiting user links the bans that concern them
+        for a, b, until in zip(cols["a"], cols["b"], cols["until"], strict=True):
             pool.forbidden.ban(a, b, until)
     for shard, users in snap.users.items():
         pool = runtime.pool(shard)
@@ -129,12 +131,12 @@ def encode(snap: PartitionSnapshot) -> bytes:
                 "attrs": {a: [u.attrs.get(a) for u in users] for a in FILTER_ATTRS},
                 "wants": {a: [list(u.wants.get(a, ())) for u in users] for a in FILTER_ATTRS},
                 "blocked": [list(u.blocked) for u in users],
-                "bans": [list(b) for b in snap.bans.get(shard, [])],
+                "bans": _pack(snap.bans[shard]),
             }
         )
     for shard, bans in snap.bans.items():  # shards with bans but nobody waiting
         if shard not in snap.users:
-            shards.append({"shard": shard, "ids": [], "raw": b"", "bans": [list(b) for b in bans]})
+            shards.append({"shard": shard, "ids": [], "raw": b"", "bans": _pack(bans)})
     doc = {
         "format": SNAPSHOT_FORMAT,
         "partition": snap.partition,
@@ -181,7 +183,7 @@ def _from_doc(doc: dict[str, Any]) -> PartitionSnapshot:
     )
     for item in doc["shards"]:
         shard, ids = item["shard"], item["ids"]
-        snap.bans[shard] = [(a, b, float(until)) for a, b, until in item.get("bans", [])]
+        snap.bans[shard] = _unpack(BAN_FIELDS, item["bans"])
         if not ids:
             continue
         raw = np.frombuffer(item["raw"], dtype=np.float32).reshape(len(ids), RAW_DIM)

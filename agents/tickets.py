@@ -15,7 +15,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 
-from tickmatch.outcomes.columnlog import ColumnLog, ColumnView
+from tickmatch.matching.columnlog import ColumnLog, ColumnView
 
 PER_USER = 4
 MAX_USERS = 1_000_000  # (shard, user) pairs remembered in memory over all shards; the least recent go first

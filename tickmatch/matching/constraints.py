@@ -9,9 +9,12 @@ inside the tick's scoring.
 from __future__ import annotations
 
 import heapq
+import math
 
 import numpy as np
 import numpy.typing as npt
+
+from tickmatch.matching.columnlog import ColumnLog, ColumnView
 
 KEY_SHIFT = 32  # key = lo_slot << 32 | hi_slot
 
@@ -32,6 +35,10 @@ class ForbiddenPairs:
         self.repeat_window_s = repeat_window_s
         self._recent: dict[str, dict[str, float]] = {}  # user -> partner -> forbidden until
         self._expiry: list[tuple[float, str, str]] = []
+        # Every ban in the order given, expired ones retired: what a snapshot reads without walking the bans under
+        # the state lock (300,000 of them after 2 minutes at 5,000 joins/s). A superseded ban may linger in it;
+        # re-applied in order, the later one wins, as it did here.
+        self._log = ColumnLog(("a", "b", "until"))
         self._blocks: dict[str, frozenset[str]] = {}  # waiting user -> users they blocked
         self._blocked_by: dict[str, set[str]] = {}  # user -> waiting users who blocked them
         self._slot_keys: dict[int, set[int]] = {}
@@ -106,6 +113,7 @@ class ForbiddenPairs:
         self._recent.setdefault(a, {})[b] = until
         self._recent.setdefault(b, {})[a] = until
         heapq.heappush(self._expiry, (until, a, b))
+        self._log.append((a, b, until))
 
     def prune(self, now: float, slot_of: dict[str, int]) -> int:
         """Forget repeat bans that ended; returns how many ended."""
@@ -126,11 +134,18 @@ class ForbiddenPairs:
             if sa is not None and sb is not None and not still_blocked:
                 self._unlink(pair_key(sa, sb))
                 self.relaxed += 1
+        if ended:
+            self._log.retire_until("until", math.nextafter(now, math.inf))  # the bans ending at or before now
+            self._log.compact_if_sparse()
         return ended
 
     def bans(self) -> list[tuple[str, str, float]]:
         """Live repeat bans as ``(a, b, until)`` with ``a < b`` (for a snapshot)."""
         return [(a, b, until) for a, partners in self._recent.items() for b, until in partners.items() if a < b]
+
+    def ban_view(self) -> ColumnView:
+        """The bans as columns ``a, b, until`` for a snapshot: a byte per ban copied (see ``columnlog``)."""
+        return self._log.view()
 
     def blocks(self, user: str) -> tuple[str, ...]:
         """The block list a waiting user joined with."""

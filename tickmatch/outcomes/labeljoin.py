@@ -21,7 +21,7 @@ from collections import OrderedDict
 from dataclasses import dataclass, field
 from enum import Enum
 
-from tickmatch.outcomes.columnlog import ColumnLog, ColumnView
+from tickmatch.matching.columnlog import ColumnLog, ColumnView
 from tickmatch.schemas.records import ChatEnd, DurationLabel, MatchDecision
 
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tickmatch.outcomes.columnlog import COMPACT_MIN_ROWS, ColumnLog, ColumnView
+from tickmatch.matching.columnlog import COMPACT_MIN_ROWS, ColumnLog, ColumnView
 
 
 def filled(n: int) -> ColumnLog:
@@ -62,3 +62,18 @@ def test_a_view_of_plain_columns_checks_their_lengths() -> None:
         assert "lengths" in str(exc)
     else:
         raise AssertionError("columns of different lengths accepted")
+
+
+def test_the_repeat_ban_view_holds_the_live_bans_and_rebuilds_them() -> None:
+    from tickmatch.matching.constraints import ForbiddenPairs
+
+    bans = ForbiddenPairs(repeat_window_s=10.0)
+    bans.record_match("a", "b", 0.0)  # until 10
+    bans.record_match("c", "d", 5.0)  # until 15
+    bans.ban("e", "f", 12.0)
+    bans.prune(10.0, {})  # a-b ends at exactly 10
+    cols = bans.ban_view().columns()
+    again = ForbiddenPairs(repeat_window_s=10.0)
+    for a, b, until in zip(cols["a"], cols["b"], cols["until"], strict=True):
+        again.ban(a, b, until)
+    assert sorted(again.bans()) == sorted(bans.bans()) == [("c", "d", 15.0), ("e", "f", 12.0)]
