@@ -55,13 +55,14 @@ def say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
 
 
-def settings_for(broker: EmbeddedBroker, data: Path, partitions: int) -> Settings:
+def settings_for(broker: EmbeddedBroker, data: Path, args: argparse.Namespace) -> Settings:
     run = uuid.uuid4().hex[:8]
     return Settings(
+        snapshot_interval_s=args.snapshot_interval,
         broker_url=broker.url,
         app_id=f"bench-{run}",
         topic_prefix=f"bench-{run}.",
-        partitions=partitions,
+        partitions=args.partitions,
         data_dir=str(data),
         follow_models=False,  # no trainer here: nothing to follow
         web_enabled=False,
@@ -190,7 +191,7 @@ async def plain_rate(bootstrap: str, settings: Settings, n: int) -> float:
 
 
 async def run_backlog(broker: EmbeddedBroker, data: Path, args: argparse.Namespace) -> dict[str, Any]:
-    settings = settings_for(broker, data, args.partitions)
+    settings = settings_for(broker, data, args)
     await ensure_topics(broker.bootstrap, settings)
     events = backlog_events(args.events, args.shards, args.seed)
     produced = await produce_all(broker.bootstrap, settings.topic(names.EVENTS), events)
@@ -225,7 +226,7 @@ async def run_backlog(broker: EmbeddedBroker, data: Path, args: argparse.Namespa
 
 
 async def run_steady(broker: EmbeddedBroker, data: Path, rate: float, args: argparse.Namespace) -> dict[str, Any]:
-    settings = settings_for(broker, data, args.partitions)
+    settings = settings_for(broker, data, args)
     await ensure_topics(broker.bootstrap, settings)
     reader = Reader(broker.bootstrap, settings, decisions=True)
     await reader.start()
@@ -264,9 +265,13 @@ async def run_steady(broker: EmbeddedBroker, data: Path, rate: float, args: argp
     finally:
         await producer.stop()
         await reader.stop()
-    latencies = np.asarray(
-        [ts - max(acked[a], acked[b]) for a, b, ts in reader.pairs if a in acked and b in acked], dtype=np.float64
-    )
+    timed = np.asarray(
+        [(ts, ts - max(acked[a], acked[b])) for a, b, ts in reader.pairs if a in acked and b in acked],
+        dtype=np.float64,
+    ).reshape(-1, 2)
+    latencies = timed[:, 1]
+    window = np.floor((timed[:, 0] - timed[:, 0].min()) / 10.0).astype(np.int64) if timed.size else timed[:, 0]
+    per_window = [round(float(np.percentile(latencies[window == w], 99)), 3) for w in np.unique(window)]
     gaps = np.diff(np.asarray(t.at))
     interval = settings.tick_interval_s
     result = {
@@ -278,6 +283,7 @@ async def run_steady(broker: EmbeddedBroker, data: Path, rate: float, args: argp
         "latency_p99_s": round(float(np.percentile(latencies, 99)), 3),
         "latency_p999_s": round(float(np.percentile(latencies, 99.9)), 3),
         "latency_max_s": round(float(latencies.max()), 3),
+        "latency_p99_per_10s": per_window,  # where in the run the tail comes from
         "lag_at_stop_events": int(sent - consumed_at_stop),
         "lag_at_stop_ticks": round((sent - consumed_at_stop) / (rate * interval), 2),
         "tick_p99_ms": round(float(np.percentile(t.elapsed_ms, 99)), 2),
@@ -293,7 +299,7 @@ async def run_burst(broker: EmbeddedBroker, data: Path, args: argparse.Namespace
     time before and after); a fifth of the users send a leave 0-2 s after their join, whether matched or not.
     ``matched_after_leave``: decisions whose tick had applied a leave of one of its users (the decision's
     ``events_offset`` is past the leave's offset in the same partition); each user joins once here."""
-    settings = settings_for(broker, data, args.partitions)
+    settings = settings_for(broker, data, args)
     await ensure_topics(broker.bootstrap, settings)
     reader = Reader(broker.bootstrap, settings, decisions=True)
     await reader.start()
@@ -422,12 +428,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--burst-base", type=float, default=500.0, help="joins/s around the 10x burst")
     parser.add_argument("--burst-seconds", type=float, default=40.0, help="how long the 10x burst lasts")
     parser.add_argument("--partitions", type=int, default=4)
+    parser.add_argument(
+        "--snapshot-interval", type=float, default=Settings().snapshot_interval_s, help="worker snapshot interval (s)"
+    )
     parser.add_argument("--shards", type=int, default=8)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", type=Path, default=Path("bench/out"))
     parser.add_argument("--json", action="store_true", help="(kept for symmetry; JSON is always the last line)")
     args = parser.parse_args(argv)
     result = asyncio.run(main_async(args))
+    result["snapshot_interval_s"] = args.snapshot_interval
     args.out.mkdir(parents=True, exist_ok=True)
     if result.get("steady"):
         png = write_png(result["steady"], args.out / "live_latency.png", Settings().tick_interval_s)
