@@ -22,6 +22,7 @@ tickets: the take went from 1,272 ms to under 1 ms, the encoding (snapshot threa
 from __future__ import annotations
 
 import zlib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -116,8 +117,13 @@ def restore(runtime: WorkerRuntime, snap: PartitionSnapshot) -> None:
     runtime.claimed[snap.partition] = snap.events_offset
 
 
-def encode(snap: PartitionSnapshot) -> bytes:
-    """Compact bytes of a snapshot."""
+def encode(snap: PartitionSnapshot, pause: Callable[[], None] = lambda: None) -> bytes:
+    """Compact bytes of a snapshot. ``pause`` is called between chunks of the big columns: the worker's snapshot
+    thread sleeps there, so it takes a bounded share of the GIL from the tick and ingest (see :func:`_pack`)."""
+
+    def _pack(view: ColumnView) -> dict[str, list[bytes]]:
+        return pack_columns(view, pause)
+
     shards = []
     for shard, users in snap.users.items():
         raw = np.stack([u.raw for u in users]).astype(np.float32) if users else np.zeros((0, RAW_DIM), np.float32)
@@ -213,11 +219,28 @@ def _from_doc(doc: dict[str, Any]) -> PartitionSnapshot:
     return snap
 
 
-def _pack(view: ColumnView) -> dict[str, bytes]:
-    """Each column packed on its own: the snapshot thread holds the GIL for one column at a time (a few ms for
-    75,000 values, measured), not for a whole shard's matches, so ticks and ingest keep running in between."""
-    return {name: msgpack.packb(values, use_bin_type=True) for name, values in view.columns().items()}
+CHUNK_ROWS = 16_384  # rows of a column packed in one go: ~2 ms of holding the GIL (measured)
 
 
-def _unpack(names: tuple[str, ...], packed: dict[str, bytes]) -> ColumnView:
-    return ColumnView.of(names, {name: msgpack.unpackb(packed[name], raw=False) for name in names})
+def pack_columns(view: ColumnView, pause: Callable[[], None]) -> dict[str, list[bytes]]:
+    """Each column as msgpack chunks of :data:`CHUNK_ROWS` stored rows, ``pause()`` after each.
+
+    Why chunks and pauses: packing holds the GIL. Packed in one go, a snapshot of 300,000 open matches, 600,000
+    tickets and 300,000 bans took the GIL for over a second every 10 s and the tick and ingest threads queued
+    behind it (bench.live, 5,000 joins/s: decision latency p99 0.65 s without snapshots, 1.19-1.49 s with)."""
+    out: dict[str, list[bytes]] = {}
+    for name in view.names:
+        parts = out[name] = []
+        for chunk in view.chunks(name, CHUNK_ROWS):
+            parts.append(msgpack.packb(chunk, use_bin_type=True))
+            pause()
+    return out
+
+
+def _unpack(names: tuple[str, ...], packed: dict[str, list[bytes]]) -> ColumnView:
+    cols: dict[str, list[Any]] = {}
+    for name in names:
+        values = cols[name] = []
+        for part in packed[name]:
+            values.extend(msgpack.unpackb(part, raw=False))
+    return ColumnView.of(names, cols)

@@ -19,7 +19,7 @@ from tickmatch.matching.columnlog import ColumnLog, ColumnView
 
 PER_USER = 4
 MAX_USERS = 1_000_000  # (shard, user) pairs remembered in memory over all shards; the least recent go first
-MEMORY_S = 600.0  # a snapshot holds the tickets of joins applied this recently
+MEMORY_S = 300.0  # a snapshot holds the tickets of joins applied this recently (= the default wait TTL)
 FIELDS = ("user", "ticket", "at")
 _TRIM_EVERY = 4096  # appends between trims of a shard's log to the memory window
 

@@ -13,7 +13,7 @@ builds *new* lists instead of editing the old ones, so the lists a view holds ne
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import compress
 from typing import Any
@@ -35,6 +35,12 @@ class ColumnView:
     def columns(self) -> dict[str, list[Any]]:
         """Name -> values of the alive rows, in row order (one C-level pass per column)."""
         return {name: list(compress(values, self.alive)) for name, values in zip(self.names, self.lists, strict=True)}
+
+    def chunks(self, name: str, rows: int) -> Iterator[list[Any]]:
+        """The alive values of one column, read ``rows`` stored rows at a time (a reader can pause in between)."""
+        values = self.lists[self.names.index(name)]
+        for start in range(0, len(self.alive), rows):
+            yield list(compress(values[start : start + rows], self.alive[start : start + rows]))
 
     @classmethod
     def of(cls, names: Sequence[str], columns: dict[str, list[Any]]) -> ColumnView:
