@@ -41,6 +41,7 @@ from tickmatch.schemas import (
     encode,
 )
 from tickmatch.schemas.codec import decode_event_fields
+from tickmatch.schemas.fields import f32_native
 from tickmatch.schemas.records import InputEvent
 from tickmatch.stream.partitioning import partition_for
 from tickmatch.stream.settings import Settings
@@ -335,7 +336,7 @@ class WorkerRuntime:
             for a, b, score in zip(found.a.tolist(), found.b.tolist(), found.score.tolist(), strict=True):
                 wait_a = max(now - float(pool.joined_at[a]), 0.0)
                 wait_b = max(now - float(pool.joined_at[b]), 0.0)
-                features_a, features_b = tuple(pool.raw[a].tolist()), tuple(pool.raw[b].tolist())
+                features_a, features_b = f32_native(pool.raw[a].tobytes()), f32_native(pool.raw[b].tobytes())
                 user_a, user_b = pool.take_pair(a, b, now)
                 wait_sum += wait_a + wait_b
                 decisions.append(

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any, ClassVar, TypeVar
 
-from tickmatch.schemas.fields import Field, SchemaError
+from tickmatch.schemas.fields import Field, SchemaError, Vector, f32, f32_wire
 
 SCHEMA_VERSION = 1
 SUPPORTED_VERSIONS = frozenset({1})
@@ -45,8 +45,9 @@ MAX_FEATURES = 1024
 _FEATURES = tuple(
     Field(
         f"features_{side}",
-        "float_list",
-        f"Raw feature vector of user_{side} as the scorer saw it; logged so training reads exactly what serving read.",
+        "f32_vector",
+        f"Raw feature vector of user_{side} as the scorer saw it; logged so training reads exactly what serving read "
+        "(msgpack: one bin of little-endian float32).",
         required=False,
         max_items=MAX_FEATURES,
     )
@@ -92,6 +93,9 @@ class Record:
         for key, value in out.items():
             if isinstance(value, tuple):
                 out[key] = list(value)
+        for spec in self.FIELDS:
+            if spec.kind == "f32_vector" and spec.name in out:
+                out[spec.name] = list(getattr(self, spec.name))
         return out
 
     def wire(self) -> dict[str, Any]:
@@ -102,6 +106,10 @@ class Record:
             value = getattr(self, spec.name)
             if value is None or value == ():
                 continue
+            if spec.kind == "f32_vector":
+                if not len(value):
+                    continue
+                value = f32_wire(value)
             out[spec.name] = value
         return out
 
@@ -275,11 +283,15 @@ class MatchDecision(Record):
     decided_at: float
     wait_a_s: float
     wait_b_s: float
-    features_a: tuple[float, ...] = ()
-    features_b: tuple[float, ...] = ()
+    features_a: Vector = ()
+    features_b: Vector = ()
     events_offset: int | None = None
     join_a: str | None = None
     join_b: str | None = None
+
+    def __post_init__(self) -> None:  # vectors compare and encode as float32 arrays, however they were given
+        object.__setattr__(self, "features_a", f32(self.features_a))
+        object.__setattr__(self, "features_b", f32(self.features_b))
 
 
 @dataclass(frozen=True, slots=True)
@@ -307,8 +319,12 @@ class DurationLabel(Record):
     model_version: str
     policy: str
     decided_at: float
-    features_a: tuple[float, ...] = ()
-    features_b: tuple[float, ...] = ()
+    features_a: Vector = ()
+    features_b: Vector = ()
+
+    def __post_init__(self) -> None:  # vectors compare and encode as float32 arrays, however they were given
+        object.__setattr__(self, "features_a", f32(self.features_a))
+        object.__setattr__(self, "features_b", f32(self.features_b))
 
 
 @dataclass(frozen=True, slots=True)
