@@ -56,6 +56,7 @@ log = logging.getLogger(__name__)
 
 MAX_BATCH = 5_000  # records per getmany: ~0.1 s of work at worst, so the tick is never held up for long
 STOP_BUDGET_S = 8.0  # SIGTERM -> the worker loop closed (Faust's own shutdown adds ~1 s)
+SNAPSHOT_BUSY_FACTOR = 10.0  # snapshots start at least this many times their last write's duration apart
 SNAPSHOT_PAUSE_S = 0.004  # the snapshot thread sleeps this long after each ~2 ms chunk it packs (snapshot.py)
 DRAIN_LIMIT = 200_000  # records applied from the prefetch buffer before one tick (it holds far fewer normally)
 
@@ -360,9 +361,11 @@ class WorkerLoop(mode.Service):
                 self.freezer.maybe()
                 if clock() >= next_snapshot and (self._snapshot_task is None or self._snapshot_task.done()):
                     held = await self.checkpoint(sorted(self.runtime.claimed), background=True)
-                    # At most ~5 % of the loop's time goes to holding the state for snapshots: with a huge state
-                    # (many open matches) snapshots become rarer, and a restart replays more instead.
-                    next_snapshot = clock() + max(settings.snapshot_interval_s, 20.0 * held)
+                    # At most ~5 % of the loop's time goes to holding the state for snapshots, and at most ~10 %
+                    # to writing them (the last write's time, measured): with a huge state snapshots become
+                    # rarer, and a restart replays more instead (README, Reliability).
+                    spacing = max(20.0 * held, SNAPSHOT_BUSY_FACTOR * self.stats.snapshot_ms / 1000.0)
+                    next_snapshot = clock() + max(settings.snapshot_interval_s, spacing)
 
     def _ticked(self, elapsed_ms: float) -> None:
         stats = self.stats
@@ -521,6 +524,7 @@ class WorkerLoop(mode.Service):
             code = 1
             try:
                 gc.disable()  # a collection would touch (and copy) every page of the parent's heap
+                os.nice(10)  # on a busy machine the tick, ingest and the broker come first
                 for snap, path in zip(taken, paths, strict=True):
                     path.write_bytes(snapshots.encode(snap))
                 code = 0

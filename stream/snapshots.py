@@ -11,7 +11,6 @@ so it never points at a partial snapshot.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import uuid
 from typing import Any
@@ -28,17 +27,17 @@ async def write_blob(producer: AIOKafkaProducer, topic: str, partition: int, key
     acknowledged."""
     blob_id = uuid.uuid4().hex.encode()
     chunks = [blob[i : i + CHUNK_BYTES] for i in range(0, max(len(blob), 1), CHUNK_BYTES)]
-    futures = [
-        await producer.send(
+    metas: list[Any] = []
+    for i, chunk in enumerate(chunks):  # one chunk in flight at a time: a large snapshot trickles into the
+        # broker instead of landing as one burst that delays the decisions other clients are producing
+        future = await producer.send(
             topic,
             value=chunk,
             key=key,
             partition=partition,
             headers=[("blob", blob_id), ("chunk", f"{i}/{len(chunks)}".encode())],
         )
-        for i, chunk in enumerate(chunks)
-    ]
-    metas: list[Any] = await asyncio.gather(*futures)
+        metas.append(await future)
     return int(min(m.offset for m in metas))
 
 
