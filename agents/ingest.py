@@ -40,6 +40,7 @@ from aiokafka.errors import ConsumerStoppedError
 from mode.utils.types.trees import NodeT
 
 from tickmatch.agents import snapshot as snapshots
+from tickmatch.agents.experiment_file import ExperimentFile
 from tickmatch.agents.heap import Freezer
 from tickmatch.agents.metrics import TICK_BUCKETS_S
 from tickmatch.agents.recovery import Positions, Recovered, recover
@@ -158,6 +159,7 @@ class WorkerLoop(mode.Service):
         self._resync: set[int] = set()
         self.monotonic: Callable[[], float] = time.monotonic  # the schedule's clock (tests script it)
         self.freezer = Freezer()  # full GC passes kept small as the heap grows (see agents.heap)
+        self.experiments = ExperimentFile(settings.experiment_file or None)
         super().__init__(beacon=beacon, loop=loop)  # type: ignore[arg-type]  # mode: beacon=None is its default
 
     async def on_start(self) -> None:
@@ -348,6 +350,8 @@ class WorkerLoop(mode.Service):
                     late = clock() - next_tick
                     self.stats.max_lateness_s = max(self.stats.max_lateness_s, late)
                     self.runtime.swap_pending_model()
+                    if self.experiments.poll():
+                        self.runtime.experiment = self.experiments.current
                     # The event loop stays free while the tick matches in its thread: the consumer keeps
                     # prefetching, heartbeats and sends go on. Preparing batches meanwhile (decode, featurize,
                     # embed) was tried and measured worse: it competes with the tick's Python parts for the GIL.

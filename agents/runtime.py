@@ -23,6 +23,7 @@ import numpy.typing as npt
 
 from tickmatch.agents.sink import Sink
 from tickmatch.agents.tickets import JoinTickets
+from tickmatch.experiments.switchback import Assignment, Experiment
 from tickmatch.learning.features import RAW_DIM, featurize, featurize_many, update_raw
 from tickmatch.learning.scorer import Scorer, heuristic_scorer
 from tickmatch.matching.engine import Engine, EngineConfig, gc_paused
@@ -30,6 +31,7 @@ from tickmatch.matching.pool import Pool, PoolError
 from tickmatch.outcomes import EndOutcome, LabelJoin
 from tickmatch.schemas import (
     ChatEnd,
+    ChatHeartbeat,
     DecodeError,
     DurationLabel,
     Join,
@@ -90,10 +92,20 @@ class WorkerRuntime:
         self.pools: dict[str, Pool] = {}
         self.shard_partition: dict[str, int] = {}
         self.activity: dict[str, _ShardActivity] = {}
-        self.labels = LabelJoin(settings.label_grace_s, settings.censor_after_s, settings.orphan_grace_s)
+        self.labels = LabelJoin(
+            settings.label_grace_s,
+            settings.censor_after_s,
+            settings.orphan_grace_s,
+            heartbeat_timeout_s=settings.heartbeat_timeout_s,
+        )
         self.tick_id = 0
         self.engine = Engine(settings.embed_dim, EngineConfig(k=settings.match_k, threads=settings.match_threads))
         self.scorer: Scorer = heuristic_scorer(settings.embed_dim)
+        self.heuristic = self.scorer  # what an experiment arm with model "heuristic" scores with
+        # The switch-back experiment in force (the loop keeps it in step with TICKMATCH_EXPERIMENT_FILE), and the
+        # shards whose current arm scores with another model than ``scorer`` (their pools hold its embeddings).
+        self.experiment: Experiment | None = None
+        self.pinned: dict[str, Scorer] = {}
         self.pending_model: Scorer | None = None
         self.last_swap_ms = 0.0
         self.curve = settings.wait_curve()
@@ -145,12 +157,34 @@ class WorkerRuntime:
         (waiting x raw_dim) x (raw_dim x dim) product per pool, measured in ``last_swap_ms``."""
         self._check_model(scorer)
         started = time.perf_counter()
-        for pool in self.pools.values():
-            pool.reembed(scorer.embed)
+        for shard, pool in self.pools.items():
+            if shard not in self.pinned:  # a shard in a "heuristic" arm keeps its embeddings until the arm ends
+                pool.reembed(scorer.embed)
         self.scorer = scorer
         self.last_swap_ms = (time.perf_counter() - started) * 1000.0
         self.count("model_swaps")
         log.info("model swapped", extra={"version": scorer.version, "swap_ms": round(self.last_swap_ms, 3)})
+
+    def scorer_for(self, shard: str) -> Scorer:
+        """The model ``shard`` is scored with now (its pool holds this model's embeddings)."""
+        return self.pinned.get(shard, self.scorer)
+
+    def _follow_arm(self, shard: str, assignment: Assignment | None) -> None:
+        """Before a shard's tick: make its pool score with its arm's model (re-embedding it if that changed)."""
+        wanted = (
+            self.heuristic
+            if assignment is not None
+            and self.experiment is not None
+            and (self.experiment.model_of(assignment.arm) == "heuristic")
+            else self.scorer
+        )
+        if wanted is self.scorer_for(shard):
+            return
+        self.pools[shard].reembed(wanted.embed)
+        if wanted is self.scorer:
+            del self.pinned[shard]
+        else:
+            self.pinned[shard] = wanted
 
     def _check_model(self, scorer: Scorer) -> None:
         if scorer.dim != self.settings.embed_dim or scorer.raw_dim != RAW_DIM:
@@ -199,7 +233,13 @@ class WorkerRuntime:
                 # Replay takes each record's time from its Kafka timestamp: join times and chat-end deadlines
                 # come out as the live worker had them (within its fetch delay), not as of the recovery.
                 at = msg.timestamp / 1000.0 if self.replaying else now
-                ts = event.ended_at if isinstance(event, ChatEnd) else event.ts
+                ts = (
+                    event.ended_at
+                    if isinstance(event, ChatEnd)
+                    else event.at
+                    if isinstance(event, ChatHeartbeat)
+                    else event.ts
+                )
                 if abs(ts - at) > skew:
                     raise DecodeError(
                         "implausible-time",
@@ -218,6 +258,11 @@ class WorkerRuntime:
         joins = [event for _, event, _ in decoded if type(event) is Join]
         raw = featurize_many([_profile(join) for join in joins], [join.signals for join in joins])
         emb = self.scorer.embed(raw) if joins else raw
+        if self.pinned and joins:  # joins of shards scored with another model: embedded with that one
+            for shard, scorer in self.pinned.items():
+                rows = [i for i, join in enumerate(joins) if join.shard == shard]
+                if rows:
+                    emb[rows] = scorer.embed(raw[rows])
         j = 0
         applied = 0
         for msg, event, at in decoded:
@@ -272,7 +317,7 @@ class WorkerRuntime:
         now = self.clock() if now is None else now
         if isinstance(event, Join):
             raw = featurize(_profile(event), event.signals)
-            self._join(event, partition, now, raw, self.scorer.embed(raw[None, :])[0])
+            self._join(event, partition, now, raw, self.scorer_for(event.shard).embed(raw[None, :])[0])
             return
         self.shard_partition[event.shard] = partition
         if isinstance(event, Leave):
@@ -286,8 +331,16 @@ class WorkerRuntime:
             if slot is not None:
                 attrs = _profile(event)
                 raw = update_raw(pool.raw[slot].copy(), attrs, event.signals or None)
-                pool.update_features(event.user_id, self.scorer.embed(raw[None, :])[0], attrs, raw=raw)
+                emb = self.scorer_for(event.shard).embed(raw[None, :])[0]
+                pool.update_features(event.user_id, emb, attrs, raw=raw)
             self.count("profile_updates")
+        elif isinstance(event, ChatHeartbeat):
+            outcome = self.labels.add_heartbeat(event, now)
+            self.count(f"heartbeat.{outcome.value}")
+            if outcome is EndOutcome.WRONG_USER:
+                detail = f"user {event.user_id!r} is not part of match {event.match_id!r}"
+                if not self.replaying:
+                    self.sink.dead_letter(event.shard.encode(), encode(event), "user-not-in-match", detail, "labels")
         else:
             self._on_chat_end(event, now)
 
@@ -317,7 +370,7 @@ class WorkerRuntime:
         """One matching round over every local shard, then label deadlines; queues decisions, labels and stats."""
         self.tick_id += 1
         now = self.clock()
-        model = self.scorer.bilinear  # read once: every pool of this tick uses the same version
+        current = self.scorer  # read once: every pool of this tick not in an experiment arm uses this version
         started = time.perf_counter()
         waiting = 0
         decisions: list[MatchDecision] = []
@@ -327,6 +380,9 @@ class WorkerRuntime:
             if expired:
                 self.count("expired", len(expired))
             pool.forbidden.prune(now, pool.slot_map)
+            arm = self.experiment.assign(shard, now) if self.experiment is not None else None
+            self._follow_arm(shard, arm)
+            model = self.pinned.get(shard, current).bilinear
             before = len(pool)
             waiting += before
             with gc_paused():
@@ -357,6 +413,10 @@ class WorkerRuntime:
                         events_offset=offset,
                         join_a=self._ticket(shard, user_a),
                         join_b=self._ticket(shard, user_b),
+                        experiment=arm.experiment if arm else None,
+                        arm=arm.arm if arm else None,
+                        slice_id=arm.slice_id if arm else None,
+                        washout=arm.washout if arm else None,
                     )
                 )
             activity = self.activity[shard]
@@ -452,6 +512,15 @@ class WorkerRuntime:
     def waiting(self) -> int:
         """Users waiting over all local shards."""
         return int(sum(len(p) for p in self.pools.values()))
+
+
+def _event_time(event: InputEvent) -> float:
+    """The time an event says it happened (client clock)."""
+    if isinstance(event, ChatEnd):
+        return event.ended_at
+    if isinstance(event, ChatHeartbeat):
+        return event.at
+    return event.ts
 
 
 def _profile(event: Join | ProfileUpdate) -> dict[str, str | None]:

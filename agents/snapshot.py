@@ -107,7 +107,7 @@ def restore(runtime: WorkerRuntime, snap: PartitionSnapshot) -> None:
         if not users:
             continue
         raw = np.stack([u.raw for u in users]).astype(np.float32, copy=False)
-        emb = runtime.scorer.embed(raw)
+        emb = runtime.scorer_for(shard).embed(raw)
         for i, u in enumerate(users):
             pool.add(u.user_id, u.joined_at, emb[i], u.attrs, u.wants, bias=u.bias, blocked=u.blocked, raw=raw[i])
     for shard, joins in snap.tickets.items():

@@ -5,6 +5,7 @@ from tickmatch.schemas.fields import SchemaError
 from tickmatch.schemas.records import (
     ALL_RECORDS,
     ChatEnd,
+    ChatHeartbeat,
     DurationLabel,
     Join,
     Leave,
@@ -19,6 +20,7 @@ from tickmatch.schemas.records import (
 __all__ = [
     "ALL_RECORDS",
     "ChatEnd",
+    "ChatHeartbeat",
     "DecodeError",
     "DurationLabel",
     "Join",

@@ -54,6 +54,18 @@ _FEATURES = tuple(
     for side in ("a", "b")
 )
 
+_EXPERIMENT = (
+    Field("experiment", "str", "Switch-back experiment the deciding shard was in (absent: none).", required=False),
+    Field("arm", "str", "The experiment arm the shard ran in this time slice.", required=False),
+    Field("slice_id", "int", "Time slice of the experiment (arms switch between slices).", required=False, minimum=0),
+    Field(
+        "washout",
+        "bool",
+        "Decided in the first washout_s of its slice: left out of the experiment read-out.",
+        required=False,
+    ),
+)
+
 _JOIN_ID = Field(
     "join_id",
     "str",
@@ -224,6 +236,30 @@ class ChatEnd(Record):
 
 
 @dataclass(frozen=True, slots=True)
+class ChatHeartbeat(Record):
+    """A participant's client says a matched chat is still going (sent every few seconds while it lasts).
+
+    Why: a client that drops silently never reports an end. Without heartbeats its chat is censored at
+    TICKMATCH_CENSOR_AFTER_S ("lasted at least 600 s", an over-statement); with them it is censored at its last
+    heartbeat once none came for TICKMATCH_HEARTBEAT_TIMEOUT_S."""
+
+    TYPE: ClassVar[str] = "chat-heartbeat"
+    FIELDS: ClassVar[tuple[Field, ...]] = (
+        _MATCH,
+        _USER,
+        _SHARD,
+        Field(
+            "at", "float", "When the chat was last known alive, seconds since the epoch (client clock).", minimum=0.0
+        ),
+    )
+
+    match_id: str
+    user_id: str
+    shard: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
 class ProfileUpdate(Record):
     """Profile attributes changed; a waiting user's features are refreshed in place."""
 
@@ -270,6 +306,7 @@ class MatchDecision(Record):
             "join_a", "str", "Ticket of user_a's join this decision answers (its join_id, or user@ts).", required=False
         ),
         Field("join_b", "str", "Ticket of user_b's join this decision answers.", required=False),
+        *_EXPERIMENT,
     )
 
     match_id: str
@@ -288,6 +325,10 @@ class MatchDecision(Record):
     events_offset: int | None = None
     join_a: str | None = None
     join_b: str | None = None
+    experiment: str | None = None
+    arm: str | None = None
+    slice_id: int | None = None
+    washout: bool | None = None
 
     def __post_init__(self) -> None:  # vectors compare and encode as float32 arrays, however they were given
         object.__setattr__(self, "features_a", f32(self.features_a))
@@ -309,6 +350,7 @@ class DurationLabel(Record):
         Field("policy", "str", "Policy of the decision."),
         Field("decided_at", "float", "Decision time copied from the decision.", minimum=0.0),
         *_FEATURES,
+        *_EXPERIMENT,
     )
 
     match_id: str
@@ -321,6 +363,10 @@ class DurationLabel(Record):
     decided_at: float
     features_a: Vector = ()
     features_b: Vector = ()
+    experiment: str | None = None
+    arm: str | None = None
+    slice_id: int | None = None
+    washout: bool | None = None
 
     def __post_init__(self) -> None:  # vectors compare and encode as float32 arrays, however they were given
         object.__setattr__(self, "features_a", f32(self.features_a))
@@ -412,10 +458,10 @@ class ShardStats(Record):
     wait_sum_s: float
 
 
-INPUT_EVENTS: dict[str, type[Record]] = {cls.TYPE: cls for cls in (Join, Leave, ChatEnd, ProfileUpdate)}
+INPUT_EVENTS: dict[str, type[Record]] = {cls.TYPE: cls for cls in (Join, Leave, ChatEnd, ChatHeartbeat, ProfileUpdate)}
 OUTPUT_RECORDS: dict[str, type[Record]] = {
     cls.TYPE: cls for cls in (MatchDecision, DurationLabel, TickStats, ShardStats, ModelUpdate)
 }
 ALL_RECORDS: dict[str, type[Record]] = {**INPUT_EVENTS, **OUTPUT_RECORDS}
 
-InputEvent = Join | Leave | ChatEnd | ProfileUpdate
+InputEvent = Join | Leave | ChatEnd | ChatHeartbeat | ProfileUpdate

@@ -34,6 +34,8 @@ class Settings:
     label_grace_s: float = 5.0
     censor_after_s: float = 600.0
     orphan_grace_s: float = 10.0
+    heartbeat_timeout_s: float = 30.0
+    experiment_file: str = ""
     stats_window_s: float = 60.0
     embed_dim: int = 32
     session_timeout_s: float = 4.0
@@ -89,6 +91,7 @@ class Settings:
             "tick_interval_s",
             "wait_ttl_s",
             "censor_after_s",
+            "heartbeat_timeout_s",
             "stats_window_s",
             "session_timeout_s",
             "snapshot_interval_s",
@@ -136,6 +139,8 @@ ENV: dict[str, str] = {
     "wait_ttl_s": "TICKMATCH_WAIT_TTL_S",
     "label_grace_s": "TICKMATCH_LABEL_GRACE_S",
     "censor_after_s": "TICKMATCH_CENSOR_AFTER_S",
+    "heartbeat_timeout_s": "TICKMATCH_HEARTBEAT_TIMEOUT_S",
+    "experiment_file": "TICKMATCH_EXPERIMENT_FILE",
     "orphan_grace_s": "TICKMATCH_ORPHAN_GRACE_S",
     "stats_window_s": "TICKMATCH_STATS_WINDOW_S",
     "embed_dim": "TICKMATCH_EMBED_DIM",
@@ -171,6 +176,10 @@ DOCS: dict[str, str] = {
     "wait_ttl_s": "A waiting user not matched within this many seconds is dropped from the pool.",
     "label_grace_s": "After the first chat-end of a match, wait this long for the partner's before labelling.",
     "censor_after_s": "A match with no chat-end after this many seconds gets a censored label.",
+    "experiment_file": "JSON file with the switch-back experiment to run (README, Experiments); re-read when it "
+    "changes; empty or missing: none.",
+    "heartbeat_timeout_s": "A chat that sent chat-heartbeat events and then none for this many seconds (and no end) "
+    "gets a label censored at its last heartbeat.",
     "orphan_grace_s": "A chat-end whose match is not known yet is held this long, then dead-lettered.",
     "stats_window_s": "Width of the tumbling windows of per-shard arrival/departure/match/wait sums.",
     "embed_dim": "Dimension of the user feature embeddings the scorer uses.",

@@ -2,7 +2,7 @@
 
 Layers, lowest first; a module may import its own layer and the ones below, never above:
 
-1. schemas   2. matching   3. learning, outcomes, market   4. stream   5. agents
+1. schemas   2. matching   3. learning, outcomes, market, experiments   4. stream   5. agents
 6. entry points (cli, demo, ops, testing)
 
 Besides the layers: no cycle between packages and none between modules (lazy imports inside functions count too:
@@ -25,6 +25,7 @@ LAYERS: dict[str, int] = {
     "learning": 3,
     "outcomes": 3,
     "market": 3,
+    "experiments": 3,
     "stream": 4,
     "agents": 5,
 }

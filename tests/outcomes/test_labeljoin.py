@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from tickmatch.outcomes import EndOutcome, LabelJoin
-from tickmatch.schemas import ChatEnd, MatchDecision
+from tickmatch.schemas import ChatEnd, ChatHeartbeat, MatchDecision
 
 
 def decision(match_id: str, at: float = 100.0) -> MatchDecision:
@@ -135,3 +135,56 @@ def test_a_snapshot_keeps_closed_matches_for_five_minutes_only() -> None:
     join.add_end(end("new", "b", 350.0), now=350.0)
     parts, _ = join.export({"s"}, now=450.0)
     assert parts[0].closed.columns()["match_id"] == ["new"]
+
+
+def beat(match_id: str, user: str, at: float) -> ChatHeartbeat:
+    return ChatHeartbeat(match_id, user, "s", at)
+
+
+def make_hb(timeout_s: float = 30.0) -> LabelJoin:
+    return LabelJoin(grace_s=5.0, censor_after_s=600.0, orphan_grace_s=10.0, heartbeat_timeout_s=timeout_s)
+
+
+def test_a_silently_dropped_chat_is_censored_at_its_last_heartbeat() -> None:
+    join = make_hb()
+    join.add_decision(decision("m", at=100.0), now=100.0)
+    for t in (110.0, 120.0, 130.0):  # alive for 30 s, then the client vanishes
+        assert join.add_heartbeat(beat("m", "a", t), now=t) is EndOutcome.ACCEPTED
+    assert join.sweep(159.9) == ([], [])  # 29.9 s of silence: not yet
+    labels, _ = join.sweep(160.0)
+    assert [(lb.duration_s, lb.censored, lb.ends_reported) for lb in labels] == [(30.0, True, 0)]
+    assert join.open_count == 0 and join.sweep(700.0) == ([], [])  # exactly one label
+    assert join.add_heartbeat(beat("m", "a", 161.0), now=161.0) is EndOutcome.LATE
+
+
+def test_heartbeats_keep_a_chat_open_and_a_reported_end_still_wins() -> None:
+    join = make_hb(timeout_s=10.0)
+    join.add_decision(decision("m", at=100.0), now=100.0)
+    for t in range(105, 200, 5):
+        join.add_heartbeat(beat("m", "b", float(t)), now=float(t))
+        assert join.sweep(float(t)) == ([], [])  # never 10 s of silence
+    join.add_end(end("m", "a", 200.0), now=200.0)
+    join.add_end(end("m", "b", 201.0), now=201.0)
+    assert join.open_count == 0
+
+
+def test_a_chat_without_heartbeats_keeps_the_old_rule_and_strangers_are_turned_away() -> None:
+    join = make_hb(timeout_s=10.0)
+    join.add_decision(decision("m", at=100.0), now=100.0)
+    assert join.add_heartbeat(beat("m", "x", 105.0), now=105.0) is EndOutcome.WRONG_USER
+    assert join.add_heartbeat(beat("other", "a", 105.0), now=105.0) is EndOutcome.UNKNOWN
+    assert join.sweep(699.0) == ([], [])
+    labels, _ = join.sweep(700.0)
+    assert [(lb.duration_s, lb.censored) for lb in labels] == [(600.0, True)]
+
+
+def test_a_heartbeat_survives_a_snapshot_and_the_restored_join_censors_at_it() -> None:
+    join = make_hb()
+    join.add_decision(decision("m", at=100.0), now=100.0)
+    join.add_heartbeat(beat("m", "a", 140.0), now=141.0)
+    parts, held = join.export({"s"}, now=142.0)
+    restored = make_hb()
+    restored.restore(parts, held)
+    assert restored.sweep(170.0) == ([], [])
+    labels, _ = restored.sweep(171.0)
+    assert [(lb.match_id, lb.duration_s, lb.censored) for lb in labels] == [("m", 40.0, True)]

@@ -11,6 +11,7 @@ import pytest
 
 from tickmatch.schemas import (
     ChatEnd,
+    ChatHeartbeat,
     DecodeError,
     DurationLabel,
     Join,
@@ -34,6 +35,7 @@ SAMPLES: list[Record] = [
     Leave("u1", "lang-en", 3.0),
     ChatEnd("m1", "u1", "lang-en", 10.0, "hangup"),
     ProfileUpdate("u1", "lang-en", 4.0, language="es"),
+    ChatHeartbeat("m1", "u1", "lang-en", 9.0),
     MatchDecision("m1", 7, "lang-en", "u1", "u2", 0.5, "heuristic-v1", "greedy", 5.0, 1.0, 2.0),
     DurationLabel("m1", "lang-en", 12.5, False, 2, "heuristic-v1", "greedy", 5.0),
     TickStats("w1", 7, 5.0, 10, 3, 1.25),
@@ -42,7 +44,30 @@ SAMPLES: list[Record] = [
     MatchDecision(
         "m2", 8, "lang-en", "u1", "u2", 4.5, "duration-v2", "auction-top8", 6.0, 0.0, 0.5, (1.0, 0.2), (1.0, -0.3)
     ),
+    MatchDecision(
+        "m3",
+        9,
+        "lang-en",
+        "u1",
+        "u2",
+        4.5,
+        "duration-v2",
+        "auction-top8",
+        6.0,
+        0.0,
+        0.5,
+        (0.25,),
+        (0.5,),
+        experiment="e1",
+        arm="learned",
+        slice_id=3,
+        washout=False,
+    ),
+    DurationLabel(
+        "m3", "lang-en", 30.0, True, 0, "duration-v2", "auction-top8", 6.0, (0.25,), (0.5,), "e1", "learned", 3, True
+    ),
 ]
+INPUTS = 6  # the first SAMPLES are input events
 
 
 @pytest.mark.parametrize("record", SAMPLES, ids=lambda r: r.TYPE)
@@ -51,13 +76,13 @@ def test_round_trip(record: Record) -> None:
 
 
 def test_input_events_decode_with_decode_event() -> None:
-    for record in SAMPLES[:5]:
+    for record in SAMPLES[:INPUTS]:
         assert decode_event(encode(record)) == record
 
 
 def test_output_record_is_not_an_input_event() -> None:
     with pytest.raises(DecodeError) as err:
-        decode_event(encode(SAMPLES[5]))
+        decode_event(encode(SAMPLES[INPUTS]))
     assert err.value.reason == "unknown-type"
 
 

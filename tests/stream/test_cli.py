@@ -44,6 +44,7 @@ def test_schemas_command_writes_one_file_per_record(tmp_path: Path) -> None:
     assert main(["schemas", "--out", str(tmp_path)]) == 0
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "chat-end.v1.json",
+        "chat-heartbeat.v1.json",
         "duration-label.v1.json",
         "join.v1.json",
         "leave.v1.json",

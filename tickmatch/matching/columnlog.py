@@ -82,6 +82,12 @@ class ColumnLog:
         """One column, retired rows included (read it, never change it)."""
         return self._lists[self.names.index(name)]
 
+    def set(self, row: int, name: str, value: Any) -> None:
+        """Change one stored value in place. Only for values that only move forward (e.g. "last seen at"), for
+        which a view reading the newer value is as right as one reading the older (a snapshot replays the
+        events after it, and re-applying them gives the same value)."""
+        self._lists[self.names.index(name)][row] = value
+
     def is_alive(self, row: int) -> bool:
         return bool(self._alive[row])
 

@@ -5,6 +5,9 @@ Rules (all times in seconds, clock injected so tests need no sleeping):
   its duration is the earliest reported end minus the decision time (clamped at 0 against clock skew);
 - a match with no report ``censor_after_s`` after the decision gets a censored label with
   ``duration_s = censor_after_s``: the chat lasted at least that long (survival-analysis convention);
+- a match that sent heartbeats, then none for ``heartbeat_timeout_s`` (worker clock) and no end, gets a label
+  censored at its last heartbeat (``duration_s`` = last heartbeat - decision time): its client dropped silently,
+  and "lasted at least until the last sign of life" is what is known, not "at least ``censor_after_s``";
 - a chat-end for a match not known yet is held ``orphan_grace_s`` (the decision may still be in flight),
   then dead-lettered as unknown;
 - a chat-end arriving after its match was labelled is counted as late and dropped (it is not malformed);
@@ -22,7 +25,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 
 from tickmatch.matching.columnlog import ColumnLog, ColumnView
-from tickmatch.schemas.records import ChatEnd, DurationLabel, MatchDecision
+from tickmatch.schemas.records import ChatEnd, ChatHeartbeat, DurationLabel, MatchDecision
 
 
 class EndOutcome(Enum):
@@ -33,6 +36,7 @@ class EndOutcome(Enum):
     LATE = "late"
     HELD = "held"
     WRONG_USER = "wrong-user"
+    UNKNOWN = "unknown"  # a heartbeat for a match not open here (in flight, or another worker's): ignored
 
 
 @dataclass(slots=True)
@@ -41,6 +45,8 @@ class _Open:
     row: int  # in its shard's open-matches log
     ends: dict[str, float] = field(default_factory=dict)
     first_end_seen_at: float | None = None
+    last_alive: float | None = None  # latest heartbeat time (client clock)
+    heard_at: float | None = None  # when that heartbeat arrived (worker clock)
 
 
 # What a snapshot keeps of an open match: the decision without its feature vectors (they were most of the bytes,
@@ -48,7 +54,8 @@ class _Open:
 # it: README, Reliability). The shard is the log's own.
 OPEN_FIELDS = (
     "match_id", "tick_id", "user_a", "user_b", "score", "model_version", "policy", "decided_at", "wait_a_s",
-    "wait_b_s", "events_offset", "join_a", "join_b",
+    "wait_b_s", "events_offset", "join_a", "join_b", "experiment", "arm", "slice_id", "washout", "last_alive",
+    "heard_at",
 )  # fmt: skip
 CLOSED_FIELDS = ("match_id", "closed_at")
 CLOSED_MEMORY_S = (
@@ -79,9 +86,15 @@ class LabelJoin:
     """State of open matches for the shards a worker owns."""
 
     def __init__(
-        self, grace_s: float, censor_after_s: float, orphan_grace_s: float, remember_closed: int = 100_000
+        self,
+        grace_s: float,
+        censor_after_s: float,
+        orphan_grace_s: float,
+        remember_closed: int = 100_000,
+        heartbeat_timeout_s: float = 30.0,
     ) -> None:
         self.grace_s = grace_s
+        self.heartbeat_timeout_s = heartbeat_timeout_s
         self.censor_after_s = censor_after_s
         self.orphan_grace_s = orphan_grace_s
         self._open: dict[str, _Open] = {}
@@ -142,6 +155,26 @@ class LabelJoin:
             heapq.heappush(self._deadlines, (now + self.grace_s, end.match_id))
         return EndOutcome.ACCEPTED, None
 
+    def add_heartbeat(self, beat: ChatHeartbeat, now: float) -> EndOutcome:
+        """Record that a chat was alive at ``beat.at``: ACCEPTED, LATE (already labelled), UNKNOWN (not open here;
+        ignored: heartbeats are frequent, and a later one will count) or WRONG_USER."""
+        entry = self._open.get(beat.match_id)
+        if entry is None:
+            return EndOutcome.LATE if beat.match_id in self._closed else EndOutcome.UNKNOWN
+        decision = entry.decision
+        if beat.user_id not in (decision.user_a, decision.user_b):
+            return EndOutcome.WRONG_USER
+        first = entry.heard_at is None
+        if entry.last_alive is None or beat.at > entry.last_alive:
+            entry.last_alive = beat.at
+        entry.heard_at = now if entry.heard_at is None else max(entry.heard_at, now)
+        opened = self._books[decision.shard].opened
+        opened.set(entry.row, "last_alive", entry.last_alive)
+        opened.set(entry.row, "heard_at", entry.heard_at)
+        if first:
+            heapq.heappush(self._deadlines, (entry.heard_at + self.heartbeat_timeout_s, beat.match_id))
+        return EndOutcome.ACCEPTED
+
     def sweep(self, now: float) -> tuple[list[DurationLabel], list[ChatEnd]]:
         """Labels due at ``now`` (grace over, or censored) and orphan chat-ends whose grace ran out."""
         labels: list[DurationLabel] = []
@@ -152,8 +185,14 @@ class LabelJoin:
             if entry is not None:
                 if entry.ends and entry.first_end_seen_at is not None and now >= entry.first_end_seen_at + self.grace_s:
                     labels.append(self._close(match_id, censored=False, now=now))
-                elif not entry.ends and now >= entry.decision.decided_at + self.censor_after_s:
+                elif entry.ends:
+                    pass
+                elif entry.heard_at is not None and now >= entry.heard_at + self.heartbeat_timeout_s:
+                    labels.append(self._close(match_id, censored=True, now=now, at_heartbeat=True))
+                elif now >= entry.decision.decided_at + self.censor_after_s:
                     labels.append(self._close(match_id, censored=True, now=now))
+                elif entry.heard_at is not None:  # heard from since this deadline was set: wait for silence again
+                    heapq.heappush(self._deadlines, (entry.heard_at + self.heartbeat_timeout_s, match_id))
                 continue
             held = self._orphans.get(match_id)
             if held:
@@ -176,7 +215,8 @@ class LabelJoin:
         d = decision
         row = self._book(d.shard).opened.append(
             (d.match_id, d.tick_id, d.user_a, d.user_b, d.score, d.model_version, d.policy, d.decided_at,
-             d.wait_a_s, d.wait_b_s, d.events_offset, d.join_a, d.join_b)
+             d.wait_a_s, d.wait_b_s, d.events_offset, d.join_a, d.join_b, d.experiment, d.arm, d.slice_id,
+             d.washout, None, None)
         )  # fmt: skip
         entry = self._open[d.match_id] = _Open(d, row)
         return entry
@@ -199,11 +239,16 @@ class LabelJoin:
         if len(self._closed) > self._remember_closed:
             self._closed.popitem(last=False)
 
-    def _close(self, match_id: str, censored: bool, now: float) -> DurationLabel:
+    def _close(self, match_id: str, censored: bool, now: float, at_heartbeat: bool = False) -> DurationLabel:
         entry = self._open[match_id]
         self._mark_closed(match_id, entry.decision.shard, now)
         decision = entry.decision
-        duration = self.censor_after_s if censored else max(0.0, min(entry.ends.values()) - decision.decided_at)
+        if at_heartbeat and entry.last_alive is not None:
+            duration = min(max(0.0, entry.last_alive - decision.decided_at), self.censor_after_s)
+        elif censored:
+            duration = self.censor_after_s
+        else:
+            duration = max(0.0, min(entry.ends.values()) - decision.decided_at)
         return DurationLabel(
             match_id=match_id,
             shard=decision.shard,
@@ -215,6 +260,10 @@ class LabelJoin:
             decided_at=decision.decided_at,
             features_a=decision.features_a,
             features_b=decision.features_b,
+            experiment=decision.experiment,
+            arm=decision.arm,
+            slice_id=decision.slice_id,
+            washout=decision.washout,
         )
 
     def forget_shards(self, shards: set[str]) -> int:
@@ -270,15 +319,20 @@ class LabelJoin:
                 self._closed[match_id] = (part.shard, at)
             cols = part.opened.columns()
             for i, match_id in enumerate(cols["match_id"]):
-                decision = MatchDecision(shard=part.shard, **{name: cols[name][i] for name in OPEN_FIELDS})
-                self._track(decision)
+                decision = MatchDecision(shard=part.shard, **{name: cols[name][i] for name in OPEN_FIELDS[:-2]})
+                entry = self._track(decision)
                 heapq.heappush(self._deadlines, (decision.decided_at + self.censor_after_s, match_id))
+                entry.last_alive, entry.heard_at = cols["last_alive"][i], cols["heard_at"][i]
+                if entry.heard_at is not None:
+                    book.opened.set(entry.row, "last_alive", entry.last_alive)
+                    book.opened.set(entry.row, "heard_at", entry.heard_at)
+                    heapq.heappush(self._deadlines, (entry.heard_at + self.heartbeat_timeout_s, match_id))
             for match_id, ends, first in part.ends:
-                entry = self._open.get(match_id)
-                if entry is None:
+                partial = self._open.get(match_id)
+                if partial is None:
                     continue
-                entry.ends, entry.first_end_seen_at = dict(ends), first
-                book.partial[match_id] = entry
+                partial.ends, partial.first_end_seen_at = dict(ends), first
+                book.partial[match_id] = partial
                 if first is not None:
                     heapq.heappush(self._deadlines, (first + self.grace_s, match_id))
         for end, seen in held:

@@ -1,0 +1,1 @@
+"""Experiments on a shared pool: switch-back schedules (and, next, their read-outs)."""
