@@ -208,6 +208,31 @@ def cmd_flywheel(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_experiment(args: argparse.Namespace) -> int:
+    """The switch-back study (``tickmatch.study``): per-seed read-outs against the true effect, and the A/B bias."""
+    from dataclasses import replace
+
+    import orjson
+
+    from tickmatch.study import StudyConfig, run_study
+
+    cfg = replace(StudyConfig(), minutes=args.minutes, truth_seeds=args.truth_seeds)
+    print(f"experiment: {args.seeds} seeds x (switch-back, A/B) + {cfg.truth_seeds} x 2 truth runs, "
+          f"{cfg.minutes:g} market minutes each", file=sys.stderr)  # fmt: skip
+    summary = run_study(args.seeds, cfg, progress=lambda line: print(line, file=sys.stderr, flush=True))
+    text = orjson.dumps(summary).decode()
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "experiment.json").write_text(text + "\n")
+    if args.json:
+        print(text)
+    else:
+        for key, value in summary.items():
+            if key != "per_seed":
+                print(f"{key:<26} {value}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tickmatch", description="Real-time 1:1 matchmaking on Kafka.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -233,6 +258,12 @@ def build_parser() -> argparse.ArgumentParser:
     fly.add_argument("--policies", nargs="+", default=["random", "fifo", "heuristic", "learned", "oracle"])
     fly.add_argument("--out", type=Path, default=Path("flywheel-out"), help="where JSON and PNGs go")
     fly.add_argument("--json", action="store_true", help="print the summary as one JSON line (last line)")
+    exp = sub.add_parser("experiment", help="simulated switch-back study: read-out vs true effect, A/B bias")
+    exp.add_argument("--seeds", type=_count, default=20, help="markets, one switch-back and one A/B test each")
+    exp.add_argument("--minutes", type=_positive, default=100.0, help="measured market minutes per run")
+    exp.add_argument("--truth-seeds", type=_count, default=16, help="markets run all-learned and all-heuristic")
+    exp.add_argument("--out", type=Path, default=None, help="directory for experiment.json")
+    exp.add_argument("--json", action="store_true", help="print the summary as one JSON line (last line)")
     sub.add_parser("settings", help="list every setting: environment variable, default, meaning")
     schemas = sub.add_parser("schemas", help="export JSON Schemas of all records")
     schemas.add_argument("--out", type=Path, required=True, help="directory to write *.json into")
@@ -273,6 +304,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return 0
         if args.command == "flywheel":
             return cmd_flywheel(args)
+        if args.command == "experiment":
+            return cmd_experiment(args)
         if args.command == "trainer":
             return cmd_trainer(settings)
         if args.command == "broker":

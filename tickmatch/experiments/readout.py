@@ -2,8 +2,10 @@
 
 Unit of analysis: the (shard, time slice) cell, because that is what was randomised. Decisions in a slice's
 washout (users who joined under the previous arm may still be matched) are dropped; each cell's metric is the
-mean over its remaining decisions; the effect is the difference of the two arms' mean cell values, and its 95 %
-interval comes from a bootstrap that resamples cells within each arm (``reps`` times, seeded). Counting
+mean over its remaining decisions; an arm's value is the decision-weighted mean of its cells (so the estimand is
+the mean per decision, what deploying an arm everywhere changes, even if shards differ in size and effect); the
+effect is the difference of the two arms' values, and its 95 % interval comes from a bootstrap that resamples
+cells within each arm (``reps`` times, seeded). Counting
 decisions instead of cells would treat the thousands of decisions of one slice as independent, which they are
 not (they share one market), and give intervals far too narrow.
 """
@@ -63,21 +65,19 @@ def switchback_effect(
 ) -> Readout:
     """The effect of ``treatment`` over ``control`` from the cells (cells with fewer than ``min_n`` decisions are
     left out: their means are mostly noise). Raises ValueError if an arm has fewer than two cells."""
-    values = {arm: np.array([c.mean for c in cells if c.arm == arm and c.n >= min_n]) for arm in (treatment, control)}
-    for arm, v in values.items():
-        if v.size < 2:
-            raise ValueError(f"arm {arm!r} has {v.size} usable cells; a read-out needs at least two per arm")
-    t, c = values[treatment], values[control]
     rng = np.random.default_rng(seed)
-    boot = t[rng.integers(0, t.size, (reps, t.size))].mean(axis=1) - c[rng.integers(0, c.size, (reps, c.size))].mean(
-        axis=1
-    )
-    lo, hi = np.percentile(boot, [2.5, 97.5])
-    return Readout(
-        treatment,
-        control,
-        {treatment: float(t.mean()), control: float(c.mean())},
-        {treatment: int(t.size), control: int(c.size)},
-        float(t.mean() - c.mean()),
-        (float(lo), float(hi)),
-    )
+    means: dict[str, float] = {}
+    boots: dict[str, np.ndarray] = {}
+    counts: dict[str, int] = {}
+    for arm in (treatment, control):
+        mine = [c for c in cells if c.arm == arm and c.n >= min_n]
+        if len(mine) < 2:
+            raise ValueError(f"arm {arm!r} has {len(mine)} usable cells; a read-out needs at least two per arm")
+        n = np.array([c.n for c in mine], dtype=np.float64)
+        total = n * np.array([c.mean for c in mine])
+        pick = rng.integers(0, len(mine), (reps, len(mine)))
+        means[arm] = float(total.sum() / n.sum())
+        boots[arm] = total[pick].sum(axis=1) / n[pick].sum(axis=1)
+        counts[arm] = len(mine)
+    lo, hi = np.percentile(boots[treatment] - boots[control], [2.5, 97.5])
+    return Readout(treatment, control, means, counts, means[treatment] - means[control], (float(lo), float(hi)))
