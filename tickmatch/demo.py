@@ -133,8 +133,19 @@ def summarize(seen: Seen, market_sent: int, elapsed_s: float) -> dict[str, Any]:
         "models_published": len(seen.models),
         "learned_decisions": sum(1 for d in seen.decisions if d.model_version.startswith("duration-")),
         "model_lag_s_max": _model_lag_max(seen),
+        "experiment_arms": _arms(seen),
         "elapsed_s": round(elapsed_s, 1),
     }
+
+
+def _arms(seen: Seen) -> dict[str, int]:
+    """Decisions per ``experiment/arm`` (empty without TICKMATCH_EXPERIMENT_FILE; README, Experiments)."""
+    out: dict[str, int] = {}
+    for d in seen.decisions:
+        if d.experiment is not None:
+            key = f"{d.experiment}/{d.arm}"
+            out[key] = out.get(key, 0) + 1
+    return out
 
 
 def _model_lag_max(seen: Seen) -> float:

@@ -14,6 +14,7 @@ from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
+import orjson
 import pytest
 from aiokafka import AIOKafkaProducer
 
@@ -26,6 +27,15 @@ from tickmatch.stream.topics import ensure_topics
 
 T = TypeVar("T")
 READY_TIMEOUT_S = 90.0
+# A switch-back experiment on one shard of the module's worker: arms switch every second (tests/…/test_live_flow).
+EXPERIMENT: dict[str, Any] = {
+    "id": "it-exp",
+    "arms": {"learned": "current", "base": "heuristic"},
+    "slice_s": 1.0,
+    "washout_s": 0.1,
+    "shards": ["it-x"],
+    "seed": 1,
+}
 
 
 class Live:
@@ -143,7 +153,10 @@ def live(broker: EmbeddedBroker, tmp_path_factory: pytest.TempPathFactory) -> It
         orphan_grace_s=1.5,
         data_dir=str(data),
         web_port=free_port(),
+        heartbeat_timeout_s=1.0,
+        experiment_file=str(data / "experiment.json"),
     )
+    (data / "experiment.json").write_bytes(orjson.dumps(EXPERIMENT))
     harness = Live(broker, settings)
     log = Path(data) / "worker.log"
     try:

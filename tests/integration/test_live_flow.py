@@ -2,15 +2,16 @@
 
 from __future__ import annotations
 
+import math
 import time
 
 import msgpack
 import pytest
 
-from tests.integration.conftest import Live, get
+from tests.integration.conftest import EXPERIMENT, Live, get
 from tickmatch.cli import main
 from tickmatch.outcomes import double_booked
-from tickmatch.schemas import ChatEnd, Join, Leave, MatchDecision, decode_record
+from tickmatch.schemas import ChatEnd, ChatHeartbeat, Join, Leave, MatchDecision, decode_record
 from tickmatch.stream.partitioning import partition_for
 
 pytestmark = pytest.mark.integration
@@ -161,3 +162,28 @@ def test_publish_and_status_commands_speak_the_contract(live: Live, monkeypatch:
     assert main(["status", "--url", f"http://127.0.0.1:{live.settings.web_port}"]) == 0
     out = capsys.readouterr().out
     assert "READY (ticking)" in out and "tick p99 <=" in out and f"shard {shard}:" in out
+
+
+def test_an_experiment_shard_switches_arms_and_every_decision_says_which(live: Live) -> None:
+    shard = "it-x"
+    for i in range(40):
+        live.send(Join(f"x{i}", shard, time.time()), key=shard)
+    assert live.wait(lambda s: sum(d.shard == shard for d in s.decisions) >= 20)
+    mine = in_shard(live, shard)
+    for d in mine:
+        assert (d.experiment, d.slice_id) == (EXPERIMENT["id"], math.floor(d.decided_at / EXPERIMENT["slice_s"]))
+        assert d.arm in EXPERIMENT["arms"] and d.washout == (d.decided_at % EXPERIMENT["slice_s"] < 0.1)
+    assert all(d.experiment is None for d in live.seen.decisions if d.shard != shard)
+
+
+def test_a_chat_whose_heartbeats_stop_is_censored_at_the_last_one(live: Live) -> None:
+    shard = "it-h"
+    for user in ("h1", "h2"):
+        live.send(Join(user, shard, time.time()), key=shard)
+    assert live.wait(lambda s: any(d.shard == shard for d in s.decisions))
+    (d,) = in_shard(live, shard)
+    for k, user in enumerate((d.user_a, d.user_b, d.user_a)):  # the clients say: alive 0.5, 1.0, 1.5 s in
+        live.send(ChatHeartbeat(d.match_id, user, shard, d.decided_at + 0.5 * (k + 1)), key=shard)
+    assert live.wait(lambda s: any(lb.match_id == d.match_id for lb in s.labels), timeout=30)
+    (label,) = [lb for lb in live.seen.labels if lb.match_id == d.match_id]
+    assert label.censored and label.ends_reported == 0 and abs(label.duration_s - 1.5) < 1e-6  # not 4 s
