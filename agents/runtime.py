@@ -26,6 +26,8 @@ from tickmatch.agents.tickets import JoinTickets
 from tickmatch.experiments.switchback import Assignment, Experiment
 from tickmatch.learning.features import RAW_DIM, featurize, featurize_many, update_raw
 from tickmatch.learning.scorer import Scorer, heuristic_scorer
+from tickmatch.matching.allowed import allowed_matrix
+from tickmatch.matching.bilinear import BilinearModel
 from tickmatch.matching.engine import Engine, EngineConfig, gc_paused
 from tickmatch.matching.pool import Pool, PoolError
 from tickmatch.outcomes import EndOutcome, LabelJoin
@@ -49,6 +51,8 @@ from tickmatch.stream.partitioning import partition_for
 from tickmatch.stream.settings import Settings
 
 log = logging.getLogger(__name__)
+EXPLORE_POLICY = "explore-uniform"
+Pair = tuple[int, int, float, float | None, str | None]  # slots a, b, score, propensity, exploration group
 
 
 class Message(Protocol):
@@ -106,6 +110,8 @@ class WorkerRuntime:
         # shards whose current arm scores with another model than ``scorer`` (their pools hold its embeddings).
         self.experiment: Experiment | None = None
         self.pinned: dict[str, Scorer] = {}
+        self.explore_rng = np.random.default_rng()  # TICKMATCH_EXPLORE_SHARE's draws (studies and tests seed it)
+        self.explore_log: list[tuple[str, list[str], npt.NDArray[np.bool_]]] | None = None
         self.pending_model: Scorer | None = None
         self.last_swap_ms = 0.0
         self.curve = settings.wait_curve()
@@ -385,43 +391,18 @@ class WorkerRuntime:
             model = self.pinned.get(shard, current).bilinear
             before = len(pool)
             waiting += before
+            offset = self.claimed.get(self.shard_partition[shard]) if self.guarded else None
+            # Exploration pairs leave the pool before the engine matches the rest.
+            explored = self._explore(shard, pool, model) if self.settings.explore_share > 0 else []
+            wait_sum = sum(self._decide(decisions, pool, shard, pair, model, now, offset, arm) for pair in explored)
             with gc_paused():
                 found = self.engine.match(pool, model, self.curve, now)
-            wait_sum = 0.0
-            offset = self.claimed.get(self.shard_partition[shard]) if self.guarded else None
             for a, b, score in zip(found.a.tolist(), found.b.tolist(), found.score.tolist(), strict=True):
-                wait_a = max(now - float(pool.joined_at[a]), 0.0)
-                wait_b = max(now - float(pool.joined_at[b]), 0.0)
-                features_a, features_b = f32_native(pool.raw[a].tobytes()), f32_native(pool.raw[b].tobytes())
-                user_a, user_b = pool.take_pair(a, b, now)
-                wait_sum += wait_a + wait_b
-                decisions.append(
-                    MatchDecision(
-                        match_id=uuid.uuid4().hex,
-                        tick_id=self.tick_id,
-                        shard=shard,
-                        user_a=user_a,
-                        user_b=user_b,
-                        score=float(score),
-                        model_version=model.version,
-                        policy=self.policy,
-                        decided_at=now,
-                        wait_a_s=wait_a,
-                        wait_b_s=wait_b,
-                        features_a=features_a,
-                        features_b=features_b,
-                        events_offset=offset,
-                        join_a=self._ticket(shard, user_a),
-                        join_b=self._ticket(shard, user_b),
-                        experiment=arm.experiment if arm else None,
-                        arm=arm.arm if arm else None,
-                        slice_id=arm.slice_id if arm else None,
-                        washout=arm.washout if arm else None,
-                    )
-                )
+                wait_sum += self._decide(decisions, pool, shard, (a, b, score, None, None), model, now, offset, arm)
+            matched = 2 * (len(explored) + len(found))
             activity = self.activity[shard]
             if before or activity.arrivals or activity.departures:
-                counts = (activity.arrivals, activity.departures, 2 * len(found), wait_sum)
+                counts = (activity.arrivals, activity.departures, matched, wait_sum)
                 shard_stats.append(ShardStats(shard, self.tick_id, now, before, *counts))
             activity.arrivals = activity.departures = 0
         elapsed_ms = (time.perf_counter() - started) * 1000.0
@@ -447,6 +428,77 @@ class WorkerRuntime:
         self.sink.tick_stats(stats)
         self.count("decisions", len(decisions))
         return stats
+
+    def _decide(
+        self,
+        decisions: list[MatchDecision],
+        pool: Pool,
+        shard: str,
+        pair: Pair,
+        model: BilinearModel,
+        now: float,
+        offset: int | None,
+        arm: Assignment | None,
+    ) -> float:
+        """Take a pair out of the pool and record its decision; returns the two users' summed wait."""
+        a, b, score, propensity, group = pair
+        wait_a = max(now - float(pool.joined_at[a]), 0.0)
+        wait_b = max(now - float(pool.joined_at[b]), 0.0)
+        features_a, features_b = f32_native(pool.raw[a].tobytes()), f32_native(pool.raw[b].tobytes())
+        user_a, user_b = pool.take_pair(a, b, now)
+        decisions.append(
+            MatchDecision(
+                match_id=uuid.uuid4().hex,
+                tick_id=self.tick_id,
+                shard=shard,
+                user_a=user_a,
+                user_b=user_b,
+                score=float(score),
+                model_version=model.version,
+                policy=self.policy if group is None else EXPLORE_POLICY,
+                decided_at=now,
+                wait_a_s=wait_a,
+                wait_b_s=wait_b,
+                features_a=features_a,
+                features_b=features_b,
+                events_offset=offset,
+                join_a=self._ticket(shard, user_a),
+                join_b=self._ticket(shard, user_b),
+                experiment=arm.experiment if arm else None,
+                arm=arm.arm if arm else None,
+                slice_id=arm.slice_id if arm else None,
+                washout=arm.washout if arm else None,
+                propensity=propensity,
+                explore_group=group,
+            )
+        )
+        return wait_a + wait_b
+
+    def _explore(self, shard: str, pool: Pool, model: BilinearModel) -> list[Pair]:
+        """Exploration: each waiting user joins this tick's group with probability TICKMATCH_EXPLORE_SHARE; the
+        group is put in a uniformly random order and consecutive users are paired where allowed. A given pair is
+        chosen with probability ``1/(m-1)`` (m even) or ``1/m`` (m odd), its propensity, logged on the decision so
+        that any other model's value can be estimated from live outcomes (inverse propensity weighting, as the
+        simulator's ``market.ope``). ``explore_log``, when a list, receives each whole group (for studies)."""
+        slots = pool.active_slots()
+        chosen = slots[self.explore_rng.random(slots.size) < self.settings.explore_share]
+        m = int(chosen.size)
+        if m < 2:
+            return []
+        order = self.explore_rng.permutation(chosen)
+        allowed = allowed_matrix(pool, order)
+        group = f"{self.worker}/{self.tick_id}/{shard}"
+        propensity = 1.0 / (m - 1) if m % 2 == 0 else 1.0 / m
+        if self.explore_log is not None:
+            self.explore_log.append((group, [str(pool.ids[x]) for x in order.tolist()], allowed))
+        out: list[Pair] = []
+        for k in range(0, m - 1, 2):
+            if allowed[k, k + 1]:
+                a, b = int(order[k]), int(order[k + 1])
+                zero = np.zeros(1, np.float32)
+                score = float(model.pair_scores(pool.emb[a : a + 1], pool.emb[b : b + 1], zero, zero)[0])
+                out.append((a, b, score, propensity, group))
+        return out
 
     def _ticket(self, shard: str, user: str) -> str | None:
         return self.tickets.last(shard, user)

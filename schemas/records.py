@@ -66,6 +66,23 @@ _EXPERIMENT = (
     ),
 )
 
+_EXPLORATION = (
+    Field(
+        "propensity",
+        "float",
+        "Set on exploration pairs (policy 'explore-uniform'): the probability the randomised rule had of pairing "
+        "these two within their exploration group; off-policy estimates weight the pair's outcome by 1/propensity.",
+        required=False,
+        minimum=0.0,
+    ),
+    Field(
+        "explore_group",
+        "str",
+        "The exploration group (worker/tick/shard) an exploration pair came from.",
+        required=False,
+    ),
+)
+
 _JOIN_ID = Field(
     "join_id",
     "str",
@@ -307,6 +324,7 @@ class MatchDecision(Record):
         ),
         Field("join_b", "str", "Ticket of user_b's join this decision answers.", required=False),
         *_EXPERIMENT,
+        *_EXPLORATION,
     )
 
     match_id: str
@@ -329,6 +347,8 @@ class MatchDecision(Record):
     arm: str | None = None
     slice_id: int | None = None
     washout: bool | None = None
+    propensity: float | None = None
+    explore_group: str | None = None
 
     def __post_init__(self) -> None:  # vectors compare and encode as float32 arrays, however they were given
         object.__setattr__(self, "features_a", f32(self.features_a))
@@ -351,6 +371,7 @@ class DurationLabel(Record):
         Field("decided_at", "float", "Decision time copied from the decision.", minimum=0.0),
         *_FEATURES,
         *_EXPERIMENT,
+        *_EXPLORATION,
     )
 
     match_id: str
@@ -367,6 +388,8 @@ class DurationLabel(Record):
     arm: str | None = None
     slice_id: int | None = None
     washout: bool | None = None
+    propensity: float | None = None
+    explore_group: str | None = None
 
     def __post_init__(self) -> None:  # vectors compare and encode as float32 arrays, however they were given
         object.__setattr__(self, "features_a", f32(self.features_a))

@@ -36,6 +36,7 @@ class Settings:
     orphan_grace_s: float = 10.0
     heartbeat_timeout_s: float = 30.0
     experiment_file: str = ""
+    explore_share: float = 0.0
     stats_window_s: float = 60.0
     embed_dim: int = 32
     session_timeout_s: float = 4.0
@@ -108,6 +109,8 @@ class Settings:
             raise SettingsError(f"{ENV['partitions']} must be in 1..1024, got {self.partitions}")
         if not 2 <= self.embed_dim <= 1024:
             raise SettingsError(f"{ENV['embed_dim']} must be in 2..1024, got {self.embed_dim}")
+        if not 0.0 <= self.explore_share < 1.0:
+            raise SettingsError(f"{ENV['explore_share']} must be in [0, 1), got {self.explore_share}")
         if self.repeat_window_s < 0:
             raise SettingsError(f"{ENV['repeat_window_s']} must be >= 0, got {self.repeat_window_s}")
         if not 0 <= self.match_threads <= 64:
@@ -141,6 +144,7 @@ ENV: dict[str, str] = {
     "censor_after_s": "TICKMATCH_CENSOR_AFTER_S",
     "heartbeat_timeout_s": "TICKMATCH_HEARTBEAT_TIMEOUT_S",
     "experiment_file": "TICKMATCH_EXPERIMENT_FILE",
+    "explore_share": "TICKMATCH_EXPLORE_SHARE",
     "orphan_grace_s": "TICKMATCH_ORPHAN_GRACE_S",
     "stats_window_s": "TICKMATCH_STATS_WINDOW_S",
     "embed_dim": "TICKMATCH_EMBED_DIM",
@@ -176,6 +180,8 @@ DOCS: dict[str, str] = {
     "wait_ttl_s": "A waiting user not matched within this many seconds is dropped from the pool.",
     "label_grace_s": "After the first chat-end of a match, wait this long for the partner's before labelling.",
     "censor_after_s": "A match with no chat-end after this many seconds gets a censored label.",
+    "explore_share": "Share of each tick's waiting users paired by a uniformly random rule instead of the model "
+    "(decisions carry their propensity: off-policy evaluation of other models from live logs); 0: none.",
     "experiment_file": "JSON file with the switch-back experiment to run (README, Experiments); re-read when it "
     "changes; empty or missing: none.",
     "heartbeat_timeout_s": "A chat that sent chat-heartbeat events and then none for this many seconds (and no end) "

@@ -54,8 +54,8 @@ class _Open:
 # it: README, Reliability). The shard is the log's own.
 OPEN_FIELDS = (
     "match_id", "tick_id", "user_a", "user_b", "score", "model_version", "policy", "decided_at", "wait_a_s",
-    "wait_b_s", "events_offset", "join_a", "join_b", "experiment", "arm", "slice_id", "washout", "last_alive",
-    "heard_at",
+    "wait_b_s", "events_offset", "join_a", "join_b", "experiment", "arm", "slice_id", "washout", "propensity",
+    "explore_group", "last_alive", "heard_at",
 )  # fmt: skip
 CLOSED_FIELDS = ("match_id", "closed_at")
 CLOSED_MEMORY_S = (
@@ -216,7 +216,7 @@ class LabelJoin:
         row = self._book(d.shard).opened.append(
             (d.match_id, d.tick_id, d.user_a, d.user_b, d.score, d.model_version, d.policy, d.decided_at,
              d.wait_a_s, d.wait_b_s, d.events_offset, d.join_a, d.join_b, d.experiment, d.arm, d.slice_id,
-             d.washout, None, None)
+             d.washout, d.propensity, d.explore_group, None, None)
         )  # fmt: skip
         entry = self._open[d.match_id] = _Open(d, row)
         return entry
@@ -264,6 +264,8 @@ class LabelJoin:
             arm=decision.arm,
             slice_id=decision.slice_id,
             washout=decision.washout,
+            propensity=decision.propensity,
+            explore_group=decision.explore_group,
         )
 
     def forget_shards(self, shards: set[str]) -> int:
