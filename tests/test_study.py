@@ -32,9 +32,12 @@ def test_the_ab_scorer_gives_mixed_pairs_the_halfway_score() -> None:
 
 
 def test_a_tiny_study_runs_both_designs_and_reports_every_figure() -> None:
-    cfg = replace(StudyConfig(), minutes=6.0, warmup_minutes=1.0, train_minutes=5.0, truth_seeds=2, slice_s=60.0)
+    cfg = replace(
+        StudyConfig(), minutes=6.0, warmup_minutes=1.0, train_minutes=5.0, truth_seeds=2, slice_s=60.0, washout_s=15.0
+    )
     summary = run_study(2, cfg, processes=1)
-    assert {"effect_true", "coverage_95", "ci_excludes_zero", "ab_bias", "per_seed"} <= set(summary)
+    assert {"effect_true", "coverage_95", "ci_excludes_zero", "ab_bias", "ope_error", "per_seed"} <= set(summary)
     for seed in summary["per_seed"]:
         assert set(seed["cells"]) == {"learned", "heuristic"} and seed["ci95"][0] <= seed["estimate"] <= seed["ci95"][1]
     assert 0.0 <= summary["coverage_95"] <= 1.0
+    assert summary["ope_groups"] > 0 and summary["ope_error"] >= 0.0

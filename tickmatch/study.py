@@ -12,9 +12,11 @@ no broker (a study needs hours of market time per seed). Per seed:
   (both treated: the learned model L; both control: the heuristic H; mixed: halfway), the usual way to give each
   user their arm in a shared pool; the estimate is the mean duration of treated users' chats minus control users'.
 
-The truth (``effect_true``) is what deploying the learned model changes: the mean chat duration with every shard
-on it minus with every shard on the heuristic, averaged over ``truth_seeds`` markets run each way. The learned
-model is trained once, on a separate market run on the heuristic (as a model trained on last week's data).
+Every run is the same market (the same users, ``population_seed``) on a different day: a seed changes who arrives
+when, how chats go and the experiment's schedule. The truth (``effect_true``) is what deploying the learned model
+changes there: the mean chat duration with every shard on it minus with every shard on the heuristic, averaged
+over ``truth_seeds`` other days run each way. The learned model is trained once, on another day run on the
+heuristic (as a model trained on last week's data).
 
 Why the A/B is biased: treated and control users share pools, so treated users' preferences shape the partners
 left for control users (interference); its estimate is not the effect of deploying the model.
@@ -39,6 +41,7 @@ from tickmatch.experiments.switchback import Experiment
 from tickmatch.learning.features import RAW_DIM, SIGNAL_BASE
 from tickmatch.learning.scorer import Scorer, heuristic_scorer
 from tickmatch.learning.trainer import Trainer, TrainerConfig
+from tickmatch.market.ope import greedy_pairs
 from tickmatch.market.population import SIGNAL_DIM, Population
 from tickmatch.matching.bilinear import BilinearModel
 from tickmatch.schemas import Join, Leave
@@ -59,7 +62,7 @@ class StudyConfig:
     minutes: float = 100.0  # measured market time per run (after the warm-up)
     warmup_minutes: float = 5.0
     slice_s: float = 150.0
-    washout_s: float = 30.0
+    washout_s: float = 60.0
     tick_s: float = 0.5
     return_base: float = 0.3
     return_aha: float = 0.5
@@ -68,6 +71,8 @@ class StudyConfig:
     embed_dim: int = 16
     train_minutes: float = 60.0
     truth_seeds: int = 16
+    explore_share: float = 0.1  # every run explores (TICKMATCH_EXPLORE_SHARE): the off-policy check reads it
+    population_seed: int = 0  # one market (the same users) for every run; seeds vary arrivals, chats, schedules
 
 
 @dataclass(slots=True)
@@ -81,6 +86,8 @@ class Chats:
     a: list[int]
     b: list[int]
     duration_s: list[float]
+    group: list[str | None]
+    propensity: list[float | None]
 
 
 class ABScorer(Scorer):
@@ -125,7 +132,7 @@ class Market:
 
     def __init__(self, cfg: StudyConfig, seed: int, runtime: WorkerRuntime, ab: bool = False) -> None:
         self.cfg, self.seed, self.runtime, self.ab = cfg, seed, runtime, ab
-        self.pop = Population.generate(cfg.n_users, seed)
+        self.pop = Population.generate(cfg.n_users, cfg.population_seed)
         n = self.pop.n
         self.status = np.zeros(n, np.int8)
         self.deadline = np.full(n, np.inf)
@@ -136,7 +143,7 @@ class Market:
         self.rng_chat = np.random.default_rng([seed, 12])
         self.sink: RecordingSink = runtime.sink  # type: ignore[assignment]
         self.offset = 0
-        self.chats = Chats([], [], [], [], [], [], [])
+        self.chats = Chats([], [], [], [], [], [], [], [], [])
 
     def _signals(self, i: int) -> tuple[float, ...]:
         signals = self.pop.signal_tuple(i)
@@ -198,6 +205,8 @@ class Market:
                 c.a.append(int(a[k]))
                 c.b.append(int(b[k]))
                 c.duration_s.append(float(duration[k]))
+                c.group.append(d.explore_group)
+                c.propensity.append(d.propensity)
 
     def _msg(self, record: Join | Leave) -> Msg:
         self.offset += 1
@@ -213,9 +222,47 @@ class Market:
         return self.chats
 
 
-def _runtime(cfg: StudyConfig, dim: int) -> WorkerRuntime:
-    settings = Settings(embed_dim=dim, match_threads=1, censor_after_s=1e6, wait_ttl_s=1e6, repeat_window_s=600.0)
-    return WorkerRuntime(settings, RecordingSink(), ManualClock(START))
+def _runtime(cfg: StudyConfig, dim: int, seed: int = 0) -> WorkerRuntime:
+    settings = Settings(embed_dim=dim, match_threads=1, censor_after_s=1e6, wait_ttl_s=1e6, repeat_window_s=600.0,
+                        explore_share=cfg.explore_share)  # fmt: skip
+    runtime = WorkerRuntime(settings, RecordingSink(), ManualClock(START))
+    runtime.explore_rng = np.random.default_rng([seed, 13])
+    runtime.explore_log = []
+    return runtime
+
+
+def off_policy(
+    chats: Chats, groups: list[tuple[str, list[str], Any]], pop: Population, target: Scorer
+) -> tuple[float, float, int]:
+    """Inverse-propensity estimate of ``target``'s summed chat duration within the exploration groups (greedy on
+    its scores among allowed pairs, as ``market.ope``), and the truth (the pairs' true expected durations);
+    per group, averaged over groups. Returns (estimate, truth, groups)."""
+    raw = pop.raw_matrix()
+    logged: dict[str, list[tuple[int, int, float, float]]] = {}
+    for g, a, b, d, p in zip(chats.group, chats.a, chats.b, chats.duration_s, chats.propensity, strict=True):
+        if g is not None and p is not None:
+            logged.setdefault(g, []).append((a, b, d, p))
+    estimates, truths = [], []
+    for group, members, allowed in groups:
+        if group not in logged:
+            continue  # no pair of this group was allowed, or it was decided before the measured window
+        users = np.array([int(u[1:]) for u in members], np.int64)
+        m = users.size
+        i, j = np.meshgrid(np.arange(m), np.arange(m), indexing="ij")
+        scores = target.score_raw(raw[users[i.ravel()]], raw[users[j.ravel()]]).astype(np.float64).reshape(m, m)
+        chosen = {
+            (min(int(users[x]), int(users[y])), max(int(users[x]), int(users[y])))
+            for x, y in greedy_pairs(scores, allowed)
+        }
+        estimates.append(sum(d / p for a, b, d, p in logged[group] if (min(a, b), max(a, b)) in chosen))
+        pa = np.array([a for a, _ in chosen], np.int64)
+        pb = np.array([b for _, b in chosen], np.int64)
+        truths.append(float(np.exp(pop.expected_log_duration(pa, pb)).sum()) if chosen else 0.0)
+    return (
+        float(np.mean(estimates)) if estimates else math.nan,
+        float(np.mean(truths)) if truths else math.nan,
+        len(estimates),
+    )
 
 
 def run_design(cfg: StudyConfig, seed: int, design: str, learned_weights: npt.NDArray[np.float64]) -> dict[str, Any]:
@@ -227,7 +274,7 @@ def run_design(cfg: StudyConfig, seed: int, design: str, learned_weights: npt.ND
     learned = DurationModel(learned_weights, 0.0, "learned").scorer(cfg.embed_dim)
     heuristic = heuristic_scorer(cfg.embed_dim)
     ab = design == "ab"
-    runtime = _runtime(cfg, 5 * cfg.embed_dim if ab else cfg.embed_dim)
+    runtime = _runtime(cfg, 5 * cfg.embed_dim if ab else cfg.embed_dim, seed)
     if design == "learned":
         runtime.set_model(learned)
     elif design == "heuristic":
@@ -242,7 +289,8 @@ def run_design(cfg: StudyConfig, seed: int, design: str, learned_weights: npt.ND
             washout_s=cfg.washout_s, seed=seed, start=START + cfg.warmup_minutes * 60.0,
         )  # fmt: skip
     started = time.perf_counter()
-    chats = Market(cfg, seed, runtime, ab=ab).run()
+    market = Market(cfg, seed, runtime, ab=ab)
+    chats = market.run()
     out: dict[str, Any] = {
         "seed": seed,
         "design": design,
@@ -255,6 +303,8 @@ def run_design(cfg: StudyConfig, seed: int, design: str, learned_weights: npt.ND
         rows = zip(chats.shard, chats.slice_id, chats.arm, chats.washout, chats.duration_s, strict=True)
         readout = switchback_effect(cells_of(rows), "learned", "heuristic", seed=seed)
         out["readout"] = readout
+        assert runtime.explore_log is not None
+        out["ope"] = off_policy(chats, runtime.explore_log, market.pop, learned)
     elif ab:
         t_a = np.array([treated(seed, int(u)) for u in chats.a])
         t_b = np.array([treated(seed, int(u)) for u in chats.b])
@@ -307,6 +357,10 @@ def run_study(
                          "covers_truth": sb.covers(effect_true), "excludes_zero": sb.excludes_zero,
                          "cells": sb.cells, "ab_estimate": round(ab, 3)})  # fmt: skip
     ab_mean = float(np.mean([p["ab_estimate"] for p in per_seed]))
+    opes = [r["ope"] for r in results if r["design"] == "switchback"]
+    groups = sum(g for _, _, g in opes)
+    ope_estimate = sum(e * g for e, _, g in opes) / groups
+    ope_truth = sum(t * g for _, t, g in opes) / groups
     return {
         "seeds": seeds,
         "effect_true": round(effect_true, 3),
@@ -317,6 +371,11 @@ def run_study(
         "switchback_mean_estimate": round(float(np.mean([p["estimate"] for p in per_seed])), 3),
         "ab_mean_estimate": round(ab_mean, 3),
         "ab_bias": round(ab_mean - effect_true, 3),
+        "ope_target": "learned model, greedy within each exploration group",
+        "ope_estimate_s_per_group": round(ope_estimate, 3),
+        "ope_true_s_per_group": round(ope_truth, 3),
+        "ope_groups": groups,
+        "ope_error": round(abs(ope_estimate - ope_truth) / ope_truth, 4),
         "per_seed": per_seed,
         "config": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__},
         "wall_s": round(time.perf_counter() - started, 1),
