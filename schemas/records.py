@@ -192,6 +192,18 @@ class Record:
         }
 
 
+class _Vectors:
+    """For records with the two feature vectors: they compare and encode as float32 arrays, however given."""
+
+    __slots__ = ()
+    features_a: Vector
+    features_b: Vector
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "features_a", f32(self.features_a))
+        object.__setattr__(self, "features_b", f32(self.features_b))
+
+
 @dataclass(frozen=True, slots=True)
 class Join(Record):
     """A user starts waiting for a partner in a shard."""
@@ -294,7 +306,7 @@ class ProfileUpdate(Record):
 
 
 @dataclass(frozen=True, slots=True)
-class MatchDecision(Record):
+class MatchDecision(_Vectors, Record):
     """The engine paired two waiting users in one tick."""
 
     TYPE: ClassVar[str] = "match-decision"
@@ -350,13 +362,9 @@ class MatchDecision(Record):
     propensity: float | None = None
     explore_group: str | None = None
 
-    def __post_init__(self) -> None:  # vectors compare and encode as float32 arrays, however they were given
-        object.__setattr__(self, "features_a", f32(self.features_a))
-        object.__setattr__(self, "features_b", f32(self.features_b))
-
 
 @dataclass(frozen=True, slots=True)
-class DurationLabel(Record):
+class DurationLabel(_Vectors, Record):
     """Training label: how long a matched chat lasted, or that it lasted at least ``duration_s`` (censored)."""
 
     TYPE: ClassVar[str] = "duration-label"
@@ -390,10 +398,6 @@ class DurationLabel(Record):
     washout: bool | None = None
     propensity: float | None = None
     explore_group: str | None = None
-
-    def __post_init__(self) -> None:  # vectors compare and encode as float32 arrays, however they were given
-        object.__setattr__(self, "features_a", f32(self.features_a))
-        object.__setattr__(self, "features_b", f32(self.features_b))
 
 
 @dataclass(frozen=True, slots=True)
