@@ -41,3 +41,9 @@ def test_a_tiny_study_runs_both_designs_and_reports_every_figure() -> None:
         assert set(seed["cells"]) == {"learned", "heuristic"} and seed["ci95"][0] <= seed["estimate"] <= seed["ci95"][1]
     assert 0.0 <= summary["coverage_95"] <= 1.0
     assert summary["ope_groups"] > 0 and summary["ope_error"] >= 0.0
+    funnel = summary["aha_funnel"]
+    assert (
+        funnel["planted"] == ">= 2 chats of >= 180 s within 1 h"
+        and 0 <= funnel["precision"] <= 1
+        and funnel["users"] > 0
+    )

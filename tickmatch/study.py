@@ -36,6 +36,7 @@ import numpy as np
 import numpy.typing as npt
 
 from tickmatch.agents.runtime import WorkerRuntime
+from tickmatch.experiments.funnel import Condition, score_conditions
 from tickmatch.experiments.readout import Readout, cells_of, switchback_effect
 from tickmatch.experiments.switchback import Experiment
 from tickmatch.learning.features import RAW_DIM, SIGNAL_BASE
@@ -130,8 +131,10 @@ def treated(seed: int, user: int) -> bool:
 class Market:
     """One seeded market driving one :class:`WorkerRuntime` tick by tick."""
 
-    def __init__(self, cfg: StudyConfig, seed: int, runtime: WorkerRuntime, ab: bool = False) -> None:
-        self.cfg, self.seed, self.runtime, self.ab = cfg, seed, runtime, ab
+    def __init__(
+        self, cfg: StudyConfig, seed: int, runtime: WorkerRuntime, ab: bool = False, planted: Condition | None = None
+    ) -> None:
+        self.cfg, self.seed, self.runtime, self.ab, self.planted = cfg, seed, runtime, ab, planted
         self.pop = Population.generate(cfg.n_users, cfg.population_seed)
         n = self.pop.n
         self.status = np.zeros(n, np.int8)
@@ -144,6 +147,12 @@ class Market:
         self.sink: RecordingSink = runtime.sink  # type: ignore[assignment]
         self.offset = 0
         self.chats = Chats([], [], [], [], [], [], [], [], [])
+        # With a planted aha condition (the funnel check): new arrivals are first visits only, and a user comes back
+        # after a chat (or after giving up waiting) with probability 0.98 once they meet the condition (hooked), after
+        # a chat with 0.4 otherwise. Histories are kept.
+        self.history: dict[int, list[tuple[float, float]]] = {}
+        self.visits: dict[int, list[float]] = {}
+        self._fresh = iter(self.rng.permutation(self.pop.n).tolist()) if planted is not None else None
 
     def _signals(self, i: int) -> tuple[float, ...]:
         signals = self.pop.signal_tuple(i)
@@ -158,19 +167,30 @@ class Market:
         if ended.size:
             self.chat_end[ended] = np.inf
             self.status[ended] = IDLE
-            p_back = cfg.return_base + cfg.return_aha * (1.0 - np.exp(-self.last_chat[ended] / cfg.aha_s))
+            if self.planted is None:
+                p_back = cfg.return_base + cfg.return_aha * (1.0 - np.exp(-self.last_chat[ended] / cfg.aha_s))
+            else:
+                p_back = np.array([0.98 if self._meets(i) else 0.4 for i in ended.tolist()])
             back = ended[self.rng.random(ended.size) < p_back]
             self.return_at[back] = t + self.rng.exponential(cfg.return_after_s, back.size)
         for i in np.flatnonzero(self.deadline <= t).tolist():
             self.deadline[i] = np.inf
             self.status[i] = IDLE
+            if self.planted is not None and self._meets(i) and self.rng.random() < 0.98:
+                self.return_at[i] = t + float(self.rng.exponential(cfg.return_after_s))
             msgs.append(self._msg(Leave(f"u{i}", self.pop.shard_of(i), now)))
         back = np.flatnonzero(self.return_at <= t)
         self.return_at[back] = np.inf
-        new = self.rng.integers(0, self.pop.n, size=int(self.rng.poisson(cfg.arrival_per_s * cfg.tick_s)))
+        count = int(self.rng.poisson(cfg.arrival_per_s * cfg.tick_s))
+        if self._fresh is None:
+            new = self.rng.integers(0, self.pop.n, size=count)
+        else:
+            new = np.array([i for _, i in zip(range(count), self._fresh, strict=False)], np.int64)
         for i in np.concatenate([back, new]).tolist():
             if self.status[i] != IDLE:
                 continue
+            if self.planted is not None:
+                self.visits.setdefault(i, []).append(t)
             self.status[i] = WAITING
             self.deadline[i] = t + float(self.pop.patience_s[i]) * float(self.rng.uniform(0.5, 1.5))
             attrs = self.pop.attrs(i)
@@ -195,6 +215,10 @@ class Market:
         self.deadline[both] = np.inf
         self.chat_end[a] = self.chat_end[b] = t + duration
         self.last_chat[a] = self.last_chat[b] = duration
+        if self.planted is not None:
+            for k in range(len(decisions)):
+                for user in (int(a[k]), int(b[k])):
+                    self.history.setdefault(user, []).append((t, float(duration[k])))
         if measured:
             c = self.chats
             for k, d in enumerate(decisions):
@@ -207,6 +231,16 @@ class Market:
                 c.duration_s.append(float(duration[k]))
                 c.group.append(d.explore_group)
                 c.propensity.append(d.propensity)
+
+    def _meets(self, i: int) -> bool:
+        """Whether user ``i`` meets the planted aha condition (by the chats seen so far)."""
+        assert self.planted is not None
+        mine = self.history.get(i, [])
+        if not mine:
+            return False
+        first = mine[0][0]
+        window = self.planted.within_h * 3600.0
+        return sum(1 for start, d in mine if start <= first + window and d >= self.planted.min_s) >= self.planted.chats
 
     def _msg(self, record: Join | Leave) -> Msg:
         self.offset += 1
@@ -326,6 +360,31 @@ def train_learned(cfg: StudyConfig, seed: int = 10_000) -> npt.NDArray[np.float6
     return trainer.fit().weights
 
 
+PLANTED = Condition(2, 180.0, 1.0)  # the aha condition the funnel check plants
+
+
+def aha_funnel(cfg: StudyConfig, seed: int = 20_000, hours: float = 3.0) -> dict[str, Any]:
+    """One market (heuristic model) whose users come back mostly once they meet :data:`PLANTED`; the funnel over
+    every condition of ``funnel.GRID`` from what was observed: does the best one match the planted one?"""
+    cfg = replace(cfg, n_users=50_000, arrival_per_s=4.0, minutes=hours * 60.0 - cfg.warmup_minutes)  # first visits
+    market = Market(cfg, seed, _runtime(cfg, cfg.embed_dim, seed), planted=PLANTED)
+    market.run()
+    chats = {f"u{i}": history for i, history in market.history.items()}
+    joins = {f"u{i}": times for i, times in market.visits.items()}
+    ranked = score_conditions(chats, joins, observed_until=hours * 3600.0)
+    best = ranked[0]
+    return {
+        "planted": PLANTED.name,
+        "found": best.condition.name,
+        "matches_planted": best.condition == PLANTED,
+        "precision": round(best.precision, 3),
+        "recall": round(best.recall, 3),
+        "users": best.users,
+        "next_best": [{"condition": r.condition.name, "precision": round(r.precision, 3), "recall": round(r.recall, 3),
+                       "f1": round(r.f1, 3)} for r in ranked[1:4]],
+    }  # fmt: skip
+
+
 def run_study(
     seeds: int, cfg: StudyConfig | None = None, progress: Callable[[str], None] | None = None, processes: int = 2
 ) -> dict[str, Any]:
@@ -337,6 +396,7 @@ def run_study(
     jobs += [(1_000 + s, d) for s in range(cfg.truth_seeds) for d in ("learned", "heuristic")]
     results: list[dict[str, Any]] = []
     with ProcessPoolExecutor(max_workers=processes) as pool:
+        funnel = pool.submit(aha_funnel, cfg)
         futures = [pool.submit(run_design, cfg, s, d, weights) for s, d in jobs]
         for k, future in enumerate(futures, 1):
             results.append(future.result())
@@ -376,6 +436,7 @@ def run_study(
         "ope_true_s_per_group": round(ope_truth, 3),
         "ope_groups": groups,
         "ope_error": round(abs(ope_estimate - ope_truth) / ope_truth, 4),
+        "aha_funnel": funnel.result(),
         "per_seed": per_seed,
         "config": {k: getattr(cfg, k) for k in cfg.__dataclass_fields__},
         "wall_s": round(time.perf_counter() - started, 1),
