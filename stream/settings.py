@@ -37,6 +37,8 @@ class Settings:
     heartbeat_timeout_s: float = 30.0
     experiment_file: str = ""
     explore_share: float = 0.0
+    analytics_key: str = ""
+    analytics_port: int = 6067
     stats_window_s: float = 60.0
     embed_dim: int = 32
     session_timeout_s: float = 4.0
@@ -145,6 +147,8 @@ ENV: dict[str, str] = {
     "heartbeat_timeout_s": "TICKMATCH_HEARTBEAT_TIMEOUT_S",
     "experiment_file": "TICKMATCH_EXPERIMENT_FILE",
     "explore_share": "TICKMATCH_EXPLORE_SHARE",
+    "analytics_key": "TICKMATCH_ANALYTICS_KEY",
+    "analytics_port": "TICKMATCH_ANALYTICS_PORT",
     "orphan_grace_s": "TICKMATCH_ORPHAN_GRACE_S",
     "stats_window_s": "TICKMATCH_STATS_WINDOW_S",
     "embed_dim": "TICKMATCH_EMBED_DIM",
@@ -180,6 +184,9 @@ DOCS: dict[str, str] = {
     "wait_ttl_s": "A waiting user not matched within this many seconds is dropped from the pool.",
     "label_grace_s": "After the first chat-end of a match, wait this long for the partner's before labelling.",
     "censor_after_s": "A match with no chat-end after this many seconds gets a censored label.",
+    "analytics_key": "Key of the keyed hash that pseudonymises user ids in everything tickmatch analytics and "
+    "tickmatch report keep and show (unset: a random key per process, so ids are not comparable across runs).",
+    "analytics_port": "Port of tickmatch analytics' /metrics (on TICKMATCH_WEB_BIND).",
     "explore_share": "Share of each tick's waiting users paired by a uniformly random rule instead of the model "
     "(decisions carry their propensity: off-policy evaluation of other models from live logs); 0: none.",
     "experiment_file": "JSON file with the switch-back experiment to run (README, Experiments); re-read when it "

@@ -173,7 +173,12 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
     from tickmatch.demo import DemoOptions, run_demo
 
     options = DemoOptions(
-        seconds=args.seconds, rate=args.rate, json=args.json, seed=args.seed, spawn_worker=args.command == "demo"
+        seconds=args.seconds,
+        rate=args.rate,
+        json=args.json,
+        seed=args.seed,
+        spawn_worker=args.command == "demo",
+        report=args.report,
     )
     if not options.spawn_worker and not settings.broker_url:
         raise UsageError("simulate drives workers that run elsewhere: set BROKER_URL (e.g. kafka://kafka:9092)")
@@ -233,6 +238,37 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_analytics(settings: Settings) -> int:
+    """Serve the outcome figures of a running deployment on /metrics (needs BROKER_URL)."""
+    import uvloop
+
+    from tickmatch.reporting import serve_analytics
+    from tickmatch.stream.topics import bootstrap_of
+
+    if not settings.broker_url:
+        raise UsageError("tickmatch analytics reads a running deployment's topics: set BROKER_URL")
+    uvloop.run(serve_analytics(settings, bootstrap_of(settings.broker_url)))
+    return 0
+
+
+def cmd_report(settings: Settings, out: Path, window_s: float | None) -> int:
+    """One HTML page of a run from its topics (BROKER_URL, and TICKMATCH_TOPIC_PREFIX of the run)."""
+    import uvloop
+
+    from tickmatch.reporting import load_run, write_report
+    from tickmatch.stream.topics import bootstrap_of
+
+    if not settings.broker_url:
+        raise UsageError("tickmatch report reads a run's topics: set BROKER_URL (and TICKMATCH_TOPIC_PREFIX)")
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError as exc:
+        raise UsageError("tickmatch report draws with matplotlib: pip install matplotlib") from exc
+    analytics = uvloop.run(load_run(settings, bootstrap_of(settings.broker_url), window_s))
+    print(write_report(analytics, out))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tickmatch", description="Real-time 1:1 matchmaking on Kafka.")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -243,6 +279,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--rate", type=_positive, default=40.0, help="arrivals per second")
         p.add_argument("--seed", type=int, default=7, help="simulator seed")
         p.add_argument("--json", action="store_true", help="print the summary as one JSON line (last line)")
+        p.add_argument("--report", type=Path, default=None, help="also write tickmatch report's HTML here")
     worker = sub.add_parser("worker", help="run the matcher worker (Faust)")
     worker.add_argument("--loglevel", default="info", choices=["debug", "info", "warning", "error"])
     sub.add_parser("trainer", help="train from the labels topic, publish model versions (needs the broker)")
@@ -264,6 +301,10 @@ def build_parser() -> argparse.ArgumentParser:
     exp.add_argument("--truth-seeds", type=_count, default=16, help="markets run all-learned and all-heuristic")
     exp.add_argument("--out", type=Path, default=None, help="directory for experiment.json")
     exp.add_argument("--json", action="store_true", help="print the summary as one JSON line (last line)")
+    sub.add_parser("analytics", help="serve match rate, waits, durations, read-outs, aha funnel on /metrics")
+    report = sub.add_parser("report", help="one HTML page (plots) of a run from its topics")
+    report.add_argument("--out", type=Path, required=True, help="directory for report.html")
+    report.add_argument("--window-s", type=_positive, default=None, help="window width (default the stats window)")
     sub.add_parser("settings", help="list every setting: environment variable, default, meaning")
     schemas = sub.add_parser("schemas", help="export JSON Schemas of all records")
     schemas.add_argument("--out", type=Path, required=True, help="directory to write *.json into")
@@ -306,6 +347,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             return cmd_flywheel(args)
         if args.command == "experiment":
             return cmd_experiment(args)
+        if args.command == "analytics":
+            return cmd_analytics(settings)
+        if args.command == "report":
+            return cmd_report(settings, args.out, args.window_s)
         if args.command == "trainer":
             return cmd_trainer(settings)
         if args.command == "broker":

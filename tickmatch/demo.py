@@ -42,6 +42,7 @@ class DemoOptions:
     json: bool
     seed: int = 7
     spawn_worker: bool = True
+    report: Path | None = None  # write tickmatch report's HTML of the run here at the end
 
 
 def demo_settings(settings: Settings) -> Settings:
@@ -221,7 +222,13 @@ async def _run(settings: Settings, options: DemoOptions, worker_log: Path) -> di
             await reader.wait_for(lambda s: s.events >= market.sent, 15.0)
             if tty:
                 print(file=sys.stderr)
-        return summarize(reader.seen, market.sent, time.monotonic() - started)
+        result = summarize(reader.seen, market.sent, time.monotonic() - started)
+        if options.report is not None:
+            from tickmatch.reporting import load_run, write_report
+
+            window = max(1.0, options.seconds / 20)  # a short demo still gets a curve
+            result["report"] = str(write_report(await load_run(settings, bootstrap, window), options.report))
+        return result
     finally:
         await reader.stop()
         await producer.stop()

@@ -4,15 +4,19 @@ from __future__ import annotations
 
 import math
 import time
+from functools import partial
+from pathlib import Path
 
 import msgpack
 import pytest
 
-from tests.integration.conftest import EXPERIMENT, Live, get
+from tests.integration.conftest import EXPERIMENT, Live, free_port, get
 from tickmatch.cli import main
+from tickmatch.demo import service_process
 from tickmatch.outcomes import double_booked
 from tickmatch.schemas import ChatEnd, ChatHeartbeat, Join, Leave, MatchDecision, decode_record
 from tickmatch.stream.partitioning import partition_for
+from tickmatch.stream.readback import Seen
 
 pytestmark = pytest.mark.integration
 
@@ -187,3 +191,46 @@ def test_a_chat_whose_heartbeats_stop_is_censored_at_the_last_one(live: Live) ->
     assert live.wait(lambda s: any(lb.match_id == d.match_id for lb in s.labels), timeout=30)
     (label,) = [lb for lb in live.seen.labels if lb.match_id == d.match_id]
     assert label.censored and label.ends_reported == 0 and abs(label.duration_s - 1.5) < 1e-6  # not 4 s
+
+
+def test_analytics_serves_the_figures_and_report_draws_the_run(live: Live, tmp_path: Path,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:  # fmt: skip
+    """`tickmatch analytics` (its own consumer group) serves arms and models on /metrics, with no user id in it;
+    `tickmatch report` writes the HTML page of the run's topics, the experiment read-out included."""
+    shard = "it-x"
+
+    def cells(arm: str) -> int:
+        return len({d.slice_id for d in in_shard(live, shard) if d.arm == arm and not d.washout})
+
+    def enough(seen: Seen, target: int) -> bool:
+        return sum(d.shard == shard and d.user_a.startswith("ax") for d in seen.decisions) >= target
+
+    n = 0
+    deadline = time.monotonic() + 90
+    while min(cells(arm) for arm in EXPERIMENT["arms"]) < 2 and time.monotonic() < deadline:
+        for _ in range(4):  # a wave of joins, decided before the next is sent: waves land in later slices
+            live.send(Join(f"ax{n}", shard, time.time()), key=shard)
+            n += 1
+        assert live.wait(partial(enough, target=n // 2))
+    assert min(cells(arm) for arm in EXPERIMENT["arms"]) >= 2
+    decided = {d.match_id for d in in_shard(live, shard)}
+    assert live.wait(lambda s: decided <= {lb.match_id for lb in s.labels}, timeout=60)  # censored after 4 s
+    port = free_port()
+    settings = live.settings.with_overrides(analytics_port=port, analytics_key="it-key")
+    with service_process(settings, tmp_path / "analytics.log", "analytics"):
+        body = b""
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and b'arm="learned"' not in body:
+            body = get(port, "/metrics")[1]
+            time.sleep(0.2)  # polling an HTTP endpoint from outside, as a scraper does (not a synchronisation)
+    text = body.decode()
+    assert f'tickmatch_analytics_decisions_total{{shard="{shard}",arm="learned"' in text, [
+        x for x in text.splitlines() if "decisions_total" in x
+    ]
+    assert 'tickmatch_analytics_censored_labels_total{shard="it-x"' in text and "ax1" not in text
+    for name, var in (("broker_url", "BROKER_URL"), ("topic_prefix", "TICKMATCH_TOPIC_PREFIX"),
+                      ("partitions", "TICKMATCH_PARTITIONS")):  # fmt: skip
+        monkeypatch.setenv(var, str(getattr(live.settings, name)))
+    assert main(["report", "--out", str(tmp_path / "report"), "--window-s", "2"]) == 0
+    page = (tmp_path / "report" / "report.html").read_text()
+    assert "Experiment read-out" in page and EXPERIMENT["id"] in page and page.count("data:image/png") >= 3

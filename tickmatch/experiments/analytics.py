@@ -1,0 +1,184 @@
+"""Analytics over the outcome stream: what the events, decisions and labels of a run say, without Kafka.
+
+Kept per tumbling window (``window_s``, by event time: a decision's ``decided_at``, a join's ``ts``) and per
+shard, arm and model version: joins, matched users, wait times, chat durations (uncensored labels), censored
+labels; per user: their joins and chats, for the return rate and the aha funnel (``funnel``); per switch-back
+experiment: the read-out of its cells (``readout``). ``tickmatch analytics`` feeds it from its own consumer group
+and serves :meth:`Analytics.prometheus` on ``/metrics``; ``tickmatch report`` feeds it the topics of a run and
+draws it.
+
+User ids never leave it: every id is replaced on the way in by a keyed hash (``TICKMATCH_ANALYTICS_KEY``), so
+what it keeps, serves and draws is pseudonymous, and two runs with the same key can still be joined.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+from tickmatch.experiments.funnel import Scored, score_conditions
+from tickmatch.experiments.readout import Readout, cells_of, switchback_effect
+from tickmatch.schemas import DurationLabel, Join, MatchDecision, Record
+
+WAIT_BUCKETS_S = (0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0, 300.0)
+CHAT_BUCKETS_S = (10.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1800.0)
+Key = tuple[int, str, str, str]  # (window, shard, arm or "-", model version)
+
+
+def pseudonym(key: bytes, user: str) -> str:
+    """A stable, keyed, one-way name for a user id (BLAKE2b keyed hash, 16 hex digits)."""
+    return hashlib.blake2b(user.encode(), key=key[:64], digest_size=8).hexdigest()
+
+
+@dataclass(slots=True)
+class Cell:
+    """What one (window, shard, arm, model) saw."""
+
+    decisions: int = 0
+    waits: list[float] = field(default_factory=list)
+    durations: list[float] = field(default_factory=list)  # uncensored labels
+    censored: int = 0
+
+
+class Analytics:
+    """Aggregates records (in any order) into windows; reads are computed on demand."""
+
+    def __init__(self, key: bytes, window_s: float = 60.0) -> None:
+        if not key:
+            raise ValueError("an analytics key is required (it pseudonymises user ids)")
+        self.key, self.window_s = key, window_s
+        self.cells: dict[Key, Cell] = defaultdict(Cell)
+        self.joins: dict[tuple[int, str], int] = defaultdict(int)  # (window, shard) -> joins
+        self.user_joins: dict[str, list[float]] = defaultdict(list)
+        self.user_chats: dict[str, list[tuple[float, float]]] = defaultdict(list)
+        self._pairs: dict[str, tuple[str, str, float]] = {}  # match id -> (pseudonym a, pseudonym b, decided at)
+        self._labels: list[DurationLabel] = []
+        self.latest = 0.0
+
+    def window(self, t: float) -> int:
+        return math.floor(t / self.window_s)
+
+    def add(self, record: Record) -> None:
+        """Take one record of any topic (joins, decisions, labels count; other records are ignored)."""
+        if isinstance(record, Join):
+            self.joins[(self.window(record.ts), record.shard)] += 1
+            self.user_joins[pseudonym(self.key, record.user_id)].append(record.ts)
+            self.latest = max(self.latest, record.ts)
+        elif isinstance(record, MatchDecision):
+            cell = self.cells[self._key(record.decided_at, record.shard, record.arm, record.model_version)]
+            cell.decisions += 1
+            cell.waits += (record.wait_a_s, record.wait_b_s)
+            self._pairs[record.match_id] = (
+                pseudonym(self.key, record.user_a), pseudonym(self.key, record.user_b), record.decided_at
+            )  # fmt: skip
+            self.latest = max(self.latest, record.decided_at)
+        elif isinstance(record, DurationLabel):
+            cell = self.cells[self._key(record.decided_at, record.shard, record.arm, record.model_version)]
+            if record.censored:
+                cell.censored += 1
+            else:
+                cell.durations.append(record.duration_s)
+            self._labels.append(record)
+            pair = self._pairs.get(record.match_id)
+            if pair is not None:
+                for user in pair[:2]:
+                    self.user_chats[user].append((pair[2], record.duration_s))
+
+    def _key(self, t: float, shard: str, arm: str | None, model: str) -> Key:
+        return (self.window(t), shard, arm or "-", model)
+
+    # -- reads ---------------------------------------------------------------------------------------------
+    def match_rate(self, window: int, shard: str) -> float | None:
+        """Matched users / joins of one shard in one window (None without joins)."""
+        joins = self.joins.get((window, shard), 0)
+        matched = 2 * sum(c.decisions for (w, s, _, _), c in self.cells.items() if w == window and s == shard)
+        return matched / joins if joins else None
+
+    def return_rate(self, window: int) -> float | None:
+        """Of the users who chatted in ``window``, the share who joined again in the next one."""
+        lo, hi = window * self.window_s, (window + 1) * self.window_s
+        chatted = {u for u, chats in self.user_chats.items() if any(lo <= t < hi for t, _ in chats)}
+        if not chatted:
+            return None
+        back = sum(1 for u in chatted if any(hi <= t < hi + self.window_s for t in self.user_joins.get(u, ())))
+        return back / len(chatted)
+
+    def readouts(self) -> dict[str, Readout]:
+        """The read-out of every two-arm experiment seen in the labels (the first arm in name order is treatment)."""
+        out: dict[str, Readout] = {}
+        experiments = {lb.experiment for lb in self._labels if lb.experiment}
+        for name in sorted(experiments):
+            mine = [lb for lb in self._labels if lb.experiment == name and lb.arm and lb.slice_id is not None]
+            arms = sorted({lb.arm for lb in mine if lb.arm})
+            if len(arms) != 2:
+                continue
+            rows = ((lb.shard, lb.slice_id or 0, lb.arm or "", bool(lb.washout), lb.duration_s) for lb in mine)
+            try:
+                out[name] = switchback_effect(cells_of(rows), arms[0], arms[1])
+            except ValueError:
+                continue  # an arm without two cells yet
+        return out
+
+    def funnel(self) -> list[Scored]:
+        """The aha funnel over the users seen (``funnel.GRID``, best first)."""
+        return score_conditions(self.user_chats, self.user_joins, observed_until=self.latest)
+
+    def prometheus(self) -> str:
+        """Prometheus text of the figures (cumulative over windows; rates of the last complete window)."""
+        lines: list[str] = []
+
+        def metric(name: str, kind: str, help_: str, samples: list[tuple[str, float]]) -> None:
+            lines.append(f"# HELP tickmatch_analytics_{name} {help_}")
+            lines.append(f"# TYPE tickmatch_analytics_{name} {kind}")
+            lines.extend(f"tickmatch_analytics_{name}{labels} {value:g}" for labels, value in samples)
+
+        groups: dict[tuple[str, str, str], Cell] = defaultdict(Cell)
+        for (_, shard, arm, model), cell in self.cells.items():
+            g = groups[(shard, arm, model)]
+            g.decisions += cell.decisions
+            g.waits += cell.waits
+            g.durations += cell.durations
+            g.censored += cell.censored
+        tag = {k: f'shard="{k[0]}",arm="{k[1]}",model="{k[2]}"' for k in groups}
+        metric("decisions_total", "counter", "Decisions.", [(f"{{{tag[k]}}}", g.decisions) for k, g in groups.items()])
+        metric("censored_labels_total", "counter", "Censored labels.",
+               [(f"{{{tag[k]}}}", g.censored) for k, g in groups.items()])  # fmt: skip
+        for name, attr, buckets, help_ in (
+            ("wait_seconds", "waits", WAIT_BUCKETS_S, "Wait of matched users."),
+            ("chat_seconds", "durations", CHAT_BUCKETS_S, "Chat duration (uncensored labels)."),
+        ):
+            samples: list[tuple[str, float]] = []
+            for k, g in groups.items():
+                values = getattr(g, attr)
+                for bound in buckets:
+                    samples.append((f'_bucket{{{tag[k]},le="{bound:g}"}}', sum(1 for v in values if v <= bound)))
+                samples.append((f'_bucket{{{tag[k]},le="+Inf"}}', len(values)))
+                samples.append((f"_sum{{{tag[k]}}}", sum(values)))
+                samples.append((f"_count{{{tag[k]}}}", len(values)))
+            metric(name, "histogram", help_, samples)
+        shards = sorted({s for _, s in self.joins})
+        joined = [(f'{{shard="{s}"}}', float(sum(n for (_, x), n in self.joins.items() if x == s))) for s in shards]
+        metric("joins_total", "counter", "Joins.", joined)
+        last = self.window(self.latest) - 1
+        rates = [(s, self.match_rate(last, s)) for s in shards]
+        metric("match_rate", "gauge", "Matched users / joins, last complete window.",
+               [(f'{{shard="{s}"}}', r) for s, r in rates if r is not None])  # fmt: skip
+        back = self.return_rate(last - 1)
+        metric("return_rate", "gauge", "Users who chatted in a window and joined in the next (last complete pair).",
+               [("", back)] if back is not None else [])  # fmt: skip
+        effects = self.readouts()
+        samples = []
+        for name, r in effects.items():
+            samples += [(f'{{experiment="{name}",bound="estimate"}}', r.effect),
+                        (f'{{experiment="{name}",bound="ci95_low"}}', r.ci95[0]),
+                        (f'{{experiment="{name}",bound="ci95_high"}}', r.ci95[1])]  # fmt: skip
+        metric("experiment_effect_seconds", "gauge", "Switch-back effect (first arm minus second) on chat seconds.",
+               samples)  # fmt: skip
+        top = self.funnel()[:3] if self.user_chats else []
+        metric("aha_precision", "gauge", "Best aha conditions: P(return | met).",
+               [(f'{{condition="{s.condition.name}"}}', s.precision) for s in top])  # fmt: skip
+        metric("aha_recall", "gauge", "Best aha conditions: P(met | return).",
+               [(f'{{condition="{s.condition.name}"}}', s.recall) for s in top])  # fmt: skip
+        return "\n".join(lines) + "\n"
