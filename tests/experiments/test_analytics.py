@@ -41,6 +41,7 @@ def test_rates_readout_and_metrics_come_out_pseudonymous() -> None:
     assert 'tickmatch_analytics_chat_seconds_count{shard="s",arm="b",model="model-b"} 2' in text
     assert 'tickmatch_analytics_censored_labels_total{shard="s",arm="-",model="model-a"} 1' in text
     assert 'tickmatch_analytics_experiment_effect_seconds{experiment="e",bound="estimate"} 40' in text
+    assert 'tickmatch_analytics_experiment_arm_mean_seconds{experiment="e",arm="b"} 60' in text
     assert (
         "alice" not in text
         and not any("alice" in u for u in an.user_joins)

@@ -176,6 +176,9 @@ class Analytics:
                         (f'{{experiment="{name}",bound="ci95_high"}}', r.ci95[1])]  # fmt: skip
         metric("experiment_effect_seconds", "gauge", "Switch-back effect (first arm minus second) on chat seconds.",
                samples)  # fmt: skip
+        arm_means = [(f'{{experiment="{name}",arm="{arm}"}}', mean) for name, r in effects.items()
+                     for arm, mean in r.means.items()]  # fmt: skip
+        metric("experiment_arm_mean_seconds", "gauge", "Per-arm mean chat seconds (cells, washout dropped).", arm_means)
         top = self.funnel()[:3] if self.user_chats else []
         metric("aha_precision", "gauge", "Best aha conditions: P(return | met).",
                [(f'{{condition="{s.condition.name}"}}', s.precision) for s in top])  # fmt: skip
