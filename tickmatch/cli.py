@@ -16,7 +16,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from aiokafka.errors import KafkaError
 
@@ -187,7 +187,6 @@ def cmd_demo(settings: Settings, args: argparse.Namespace) -> int:
 
 def cmd_flywheel(args: argparse.Namespace) -> int:
     """Simulated market runs of every policy over several seeds; JSON summary and PNGs."""
-    import orjson
 
     from tickmatch.market.flywheel import print_progress, run_flywheel, write_plots
     from tickmatch.market.policies import POLICIES
@@ -202,14 +201,7 @@ def cmd_flywheel(args: argparse.Namespace) -> int:
         summary["plots"] = [str(p) for p in write_plots(summary, runs, args.out)]
     except ImportError:
         print("flywheel: matplotlib is not installed; no PNGs (pip install matplotlib)", file=sys.stderr)
-    text = orjson.dumps(summary, option=orjson.OPT_SERIALIZE_NUMPY).decode()
-    args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "flywheel.json").write_text(text + "\n")
-    if args.json:
-        print(text)
-    else:
-        for key, value in summary.items():
-            print(f"{key:<24} {value}")
+    _emit(summary, args.out / "flywheel.json", args.json)
     return 0
 
 
@@ -217,24 +209,13 @@ def cmd_experiment(args: argparse.Namespace) -> int:
     """The switch-back study (``tickmatch.study``): per-seed read-outs against the true effect, and the A/B bias."""
     from dataclasses import replace
 
-    import orjson
-
     from tickmatch.study import StudyConfig, run_study
 
     cfg = replace(StudyConfig(), minutes=args.minutes, truth_seeds=args.truth_seeds)
     print(f"experiment: {args.seeds} seeds x (switch-back, A/B) + {cfg.truth_seeds} x 2 truth runs, "
           f"{cfg.minutes:g} market minutes each", file=sys.stderr)  # fmt: skip
     summary = run_study(args.seeds, cfg, progress=lambda line: print(line, file=sys.stderr, flush=True))
-    text = orjson.dumps(summary).decode()
-    if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "experiment.json").write_text(text + "\n")
-    if args.json:
-        print(text)
-    else:
-        for key, value in summary.items():
-            if key != "per_seed":
-                print(f"{key:<26} {value}")
+    _emit(summary, args.out / "experiment.json" if args.out else None, args.json, skip=("per_seed",))
     return 0
 
 
@@ -267,6 +248,22 @@ def cmd_report(settings: Settings, out: Path, window_s: float | None) -> int:
     analytics = uvloop.run(load_run(settings, bootstrap_of(settings.broker_url), window_s))
     print(write_report(analytics, out))
     return 0
+
+
+def _emit(summary: dict[str, Any], path: Path | None, as_json: bool, skip: tuple[str, ...] = ()) -> None:
+    """Write a study's JSON summary to ``path`` (if any) and print it: one JSON line, or one line per figure."""
+    import orjson
+
+    text = orjson.dumps(summary, option=orjson.OPT_SERIALIZE_NUMPY).decode()
+    if path is not None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text + "\n")
+    if as_json:
+        print(text)
+        return
+    for key, value in summary.items():
+        if key not in skip:
+            print(f"{key:<26} {value}")
 
 
 def build_parser() -> argparse.ArgumentParser:
