@@ -450,8 +450,8 @@ class WorkerLoop(mode.Service):
         encode and write each snapshot and move its pointer. A partition with an undelivered output is rebuilt
         instead (its state is ahead of the log). Returns the seconds the state was held (flush + copy).
 
-        ``background``: the periodic checkpoint returns right after the copy; encoding (msgpack + zlib, ~20 us per
-        open match, measured) and writing go on in a thread and a task while the loop keeps ticking. A copy is
+        ``background``: the periodic checkpoint returns right after the copy; encoding (in a forked child, see
+        :meth:`_encode`) and writing go on in a task while the loop keeps ticking. A copy is
         consistent on its own (it reflects a prefix of the decisions log), so a later snapshot landing first only
         means a longer replay. Revoke and shutdown wait for theirs: the next owner must find it."""
         if not partitions:
@@ -482,7 +482,7 @@ class WorkerLoop(mode.Service):
         return held
 
     async def _write(self, taken: list[snapshots.PartitionSnapshot], started: float) -> None:
-        """Encode (in a thread) and write snapshots, then move their pointers."""
+        """Encode (:meth:`_encode`) and write snapshots, then move their pointers."""
         assert self._snap_producer is not None
         blobs = await self._encode(taken)
         for snap, blob in zip(taken, blobs, strict=True):
@@ -534,14 +534,7 @@ class WorkerLoop(mode.Service):
                 code = 0
             finally:
                 os._exit(code)
-        try:
-            _, status = await loop.run_in_executor(self._snapshot_executor, os.waitpid, pid, 0)
-            if os.waitstatus_to_exitcode(status) != 0:
-                raise RuntimeError(f"snapshot encoder process exited with {os.waitstatus_to_exitcode(status)}")
-            return [path.read_bytes() for path in paths]
-        finally:
-            for path in paths:
-                path.unlink(missing_ok=True)
+        return await loop.run_in_executor(self._snapshot_executor, _collect, pid, paths)
 
     async def adopt(self, partitions: list[int]) -> None:
         """Own ``partitions`` (caller holds the lock): recover those not held yet, then position the consumer at
@@ -564,6 +557,19 @@ class WorkerLoop(mode.Service):
         log.warning("rebuilding partitions after undelivered outputs", extra={"partitions": parts})
         self.runtime.drop_partitions(set(parts))
         await self.adopt(parts)
+
+
+def _collect(pid: int, paths: list[Path]) -> list[bytes]:
+    """In the snapshot thread: wait for the encoder child, then read (and remove) what it wrote. Megabytes are read
+    here, off the event loop."""
+    try:
+        code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
+        if code != 0:
+            raise RuntimeError(f"snapshot encoder process exited with {code}")
+        return [path.read_bytes() for path in paths]
+    finally:
+        for path in paths:
+            path.unlink(missing_ok=True)
 
 
 def _yield_gil() -> None:

@@ -177,13 +177,12 @@ class WorkerRuntime:
 
     def _follow_arm(self, shard: str, assignment: Assignment | None) -> None:
         """Before a shard's tick: make its pool score with its arm's model (re-embedding it if that changed)."""
-        wanted = (
-            self.heuristic
-            if assignment is not None
+        on_heuristic = (
+            assignment is not None
             and self.experiment is not None
-            and (self.experiment.model_of(assignment.arm) == "heuristic")
-            else self.scorer
+            and self.experiment.model_of(assignment.arm) == "heuristic"
         )
+        wanted = self.heuristic if on_heuristic else self.scorer
         if wanted is self.scorer_for(shard):
             return
         self.pools[shard].reembed(wanted.embed)
@@ -239,13 +238,7 @@ class WorkerRuntime:
                 # Replay takes each record's time from its Kafka timestamp: join times and chat-end deadlines
                 # come out as the live worker had them (within its fetch delay), not as of the recovery.
                 at = msg.timestamp / 1000.0 if self.replaying else now
-                ts = (
-                    event.ended_at
-                    if isinstance(event, ChatEnd)
-                    else event.at
-                    if isinstance(event, ChatHeartbeat)
-                    else event.ts
-                )
+                ts = _event_time(event)
                 if abs(ts - at) > skew:
                     raise DecodeError(
                         "implausible-time",
@@ -265,10 +258,12 @@ class WorkerRuntime:
         raw = featurize_many([_profile(join) for join in joins], [join.signals for join in joins])
         emb = self.scorer.embed(raw) if joins else raw
         if self.pinned and joins:  # joins of shards scored with another model: embedded with that one
-            for shard, scorer in self.pinned.items():
-                rows = [i for i, join in enumerate(joins) if join.shard == shard]
-                if rows:
-                    emb[rows] = scorer.embed(raw[rows])
+            rows: dict[str, list[int]] = {}
+            for i, join in enumerate(joins):
+                if join.shard in self.pinned:
+                    rows.setdefault(join.shard, []).append(i)
+            for shard, idx in rows.items():
+                emb[idx] = self.pinned[shard].embed(raw[idx])
         j = 0
         applied = 0
         for msg, event, at in decoded:
@@ -492,10 +487,10 @@ class WorkerRuntime:
         if self.explore_log is not None:
             self.explore_log.append((group, [str(pool.ids[x]) for x in order.tolist()], allowed))
         out: list[Pair] = []
+        zero = np.zeros(1, np.float32)
         for k in range(0, m - 1, 2):
             if allowed[k, k + 1]:
                 a, b = int(order[k]), int(order[k + 1])
-                zero = np.zeros(1, np.float32)
                 score = float(model.pair_scores(pool.emb[a : a + 1], pool.emb[b : b + 1], zero, zero)[0])
                 out.append((a, b, score, propensity, group))
         return out
