@@ -21,7 +21,7 @@ from typing import Any
 from aiohttp import web
 from aiokafka import AIOKafkaConsumer, ConsumerRebalanceListener, TopicPartition
 
-from tickmatch.experiments.analytics import Analytics
+from tickmatch.experiments.analytics import CHAT_BUCKETS_S, WAIT_BUCKETS_S, Analytics, Histogram
 from tickmatch.schemas import decode_record
 from tickmatch.schemas.codec import DecodeError
 from tickmatch.stream import topics as names
@@ -132,12 +132,14 @@ def write_report(analytics: Analytics, out: Path) -> Path:
     for arm in arms:
         xs, chat, wait = [], [], []
         for w in windows:
-            cells = [c for (x, _, a, _), c in analytics.cells.items() if x == w and a == arm]
-            durations = [d for c in cells for d in c.durations]
-            waits = [v for c in cells for v in c.waits]
+            durations, waits = Histogram(CHAT_BUCKETS_S), Histogram(WAIT_BUCKETS_S)
+            for (x, _, a, _), cell in analytics.cells.items():
+                if x == w and a == arm:
+                    durations.merge(cell.durations)
+                    waits.merge(cell.waits)
             xs.append(w * analytics.window_s - origin)
-            chat.append(sum(durations) / len(durations) if durations else float("nan"))
-            wait.append(sum(waits) / len(waits) if waits else float("nan"))
+            chat.append(durations.mean)
+            wait.append(waits.mean)
         ax1.plot(xs, chat, marker=".", label=f"arm {arm}")
         ax2.plot(xs, wait, marker=".", label=f"arm {arm}")
     ax1.set(title="mean chat duration (uncensored)", xlabel="window start (s into the run)", ylabel="s")

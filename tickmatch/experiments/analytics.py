@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import hashlib
 import math
+from bisect import bisect_left
 from collections import defaultdict
 from dataclasses import dataclass, field
+from itertools import accumulate
 
 from tickmatch.experiments.funnel import Scored, score_conditions
 from tickmatch.experiments.readout import Readout, cells_of, switchback_effect
@@ -33,12 +35,41 @@ def pseudonym(key: bytes, user: str) -> str:
 
 
 @dataclass(slots=True)
+class Histogram:
+    """Count, sum and bucket counts of a value: what /metrics and the report need, in constant memory."""
+
+    bounds: tuple[float, ...]
+    n: int = 0
+    total: float = 0.0
+    buckets: list[int] = field(default_factory=list)  # non-cumulative, one per bound, then the overflow
+
+    def add(self, value: float) -> None:
+        if not self.buckets:
+            self.buckets = [0] * (len(self.bounds) + 1)
+        self.n += 1
+        self.total += value
+        self.buckets[bisect_left(self.bounds, value)] += 1
+
+    def merge(self, other: Histogram) -> None:
+        if not self.buckets:
+            self.buckets = [0] * (len(self.bounds) + 1)
+        self.n += other.n
+        self.total += other.total
+        for i, count in enumerate(other.buckets):
+            self.buckets[i] += count
+
+    @property
+    def mean(self) -> float:
+        return self.total / self.n if self.n else math.nan
+
+
+@dataclass(slots=True)
 class Cell:
     """What one (window, shard, arm, model) saw."""
 
     decisions: int = 0
-    waits: list[float] = field(default_factory=list)
-    durations: list[float] = field(default_factory=list)  # uncensored labels
+    waits: Histogram = field(default_factory=lambda: Histogram(WAIT_BUCKETS_S))
+    durations: Histogram = field(default_factory=lambda: Histogram(CHAT_BUCKETS_S))  # uncensored labels
     censored: int = 0
 
 
@@ -54,7 +85,8 @@ class Analytics:
         self.user_joins: dict[str, list[float]] = defaultdict(list)
         self.user_chats: dict[str, list[tuple[float, float]]] = defaultdict(list)
         self._pairs: dict[str, tuple[str, str, float]] = {}  # match id -> (pseudonym a, pseudonym b, decided at)
-        self._labels: list[DurationLabel] = []
+        # experiment -> (shard, slice, arm, washout, duration) of each of its labels: the read-out's rows
+        self._experiment_rows: dict[str, list[tuple[str, int, str, bool, float]]] = defaultdict(list)
         self.latest = 0.0
 
     def window(self, t: float) -> int:
@@ -69,7 +101,8 @@ class Analytics:
         elif isinstance(record, MatchDecision):
             cell = self.cells[self._key(record.decided_at, record.shard, record.arm, record.model_version)]
             cell.decisions += 1
-            cell.waits += (record.wait_a_s, record.wait_b_s)
+            cell.waits.add(record.wait_a_s)
+            cell.waits.add(record.wait_b_s)
             self._pairs[record.match_id] = (
                 pseudonym(self.key, record.user_a), pseudonym(self.key, record.user_b), record.decided_at
             )  # fmt: skip
@@ -79,9 +112,12 @@ class Analytics:
             if record.censored:
                 cell.censored += 1
             else:
-                cell.durations.append(record.duration_s)
-            self._labels.append(record)
-            pair = self._pairs.get(record.match_id)
+                cell.durations.add(record.duration_s)
+            if record.experiment and record.arm and record.slice_id is not None:
+                self._experiment_rows[record.experiment].append(
+                    (record.shard, record.slice_id, record.arm, bool(record.washout), record.duration_s)
+                )
+            pair = self._pairs.pop(record.match_id, None)  # one label per match: the pair is not needed again
             if pair is not None:
                 for user in pair[:2]:
                     self.user_chats[user].append((pair[2], record.duration_s))
@@ -108,13 +144,10 @@ class Analytics:
     def readouts(self) -> dict[str, Readout]:
         """The read-out of every two-arm experiment seen in the labels (the first arm in name order is treatment)."""
         out: dict[str, Readout] = {}
-        experiments = {lb.experiment for lb in self._labels if lb.experiment}
-        for name in sorted(experiments):
-            mine = [lb for lb in self._labels if lb.experiment == name and lb.arm and lb.slice_id is not None]
-            arms = sorted({lb.arm for lb in mine if lb.arm})
+        for name, rows in sorted(self._experiment_rows.items()):
+            arms = sorted({arm for _, _, arm, _, _ in rows})
             if len(arms) != 2:
                 continue
-            rows = ((lb.shard, lb.slice_id or 0, lb.arm or "", bool(lb.washout), lb.duration_s) for lb in mine)
             try:
                 out[name] = switchback_effect(cells_of(rows), arms[0], arms[1])
             except ValueError:
@@ -138,25 +171,26 @@ class Analytics:
         for (_, shard, arm, model), cell in self.cells.items():
             g = groups[(shard, arm, model)]
             g.decisions += cell.decisions
-            g.waits += cell.waits
-            g.durations += cell.durations
+            g.waits.merge(cell.waits)
+            g.durations.merge(cell.durations)
             g.censored += cell.censored
         tag = {k: f'shard="{k[0]}",arm="{k[1]}",model="{k[2]}"' for k in groups}
         metric("decisions_total", "counter", "Decisions.", [(f"{{{tag[k]}}}", g.decisions) for k, g in groups.items()])
         metric("censored_labels_total", "counter", "Censored labels.",
                [(f"{{{tag[k]}}}", g.censored) for k, g in groups.items()])  # fmt: skip
-        for name, attr, buckets, help_ in (
-            ("wait_seconds", "waits", WAIT_BUCKETS_S, "Wait of matched users."),
-            ("chat_seconds", "durations", CHAT_BUCKETS_S, "Chat duration (uncensored labels)."),
+        for name, attr, help_ in (
+            ("wait_seconds", "waits", "Wait of matched users."),
+            ("chat_seconds", "durations", "Chat duration (uncensored labels)."),
         ):
             samples: list[tuple[str, float]] = []
             for k, g in groups.items():
-                values = getattr(g, attr)
-                for bound in buckets:
-                    samples.append((f'_bucket{{{tag[k]},le="{bound:g}"}}', sum(1 for v in values if v <= bound)))
-                samples.append((f'_bucket{{{tag[k]},le="+Inf"}}', len(values)))
-                samples.append((f"_sum{{{tag[k]}}}", sum(values)))
-                samples.append((f"_count{{{tag[k]}}}", len(values)))
+                hist: Histogram = getattr(g, attr)
+                counts = hist.buckets or [0] * (len(hist.bounds) + 1)
+                for bound, cumulative in zip(hist.bounds, accumulate(counts), strict=False):
+                    samples.append((f'_bucket{{{tag[k]},le="{bound:g}"}}', cumulative))
+                samples.append((f'_bucket{{{tag[k]},le="+Inf"}}', hist.n))
+                samples.append((f"_sum{{{tag[k]}}}", hist.total))
+                samples.append((f"_count{{{tag[k]}}}", hist.n))
             metric(name, "histogram", help_, samples)
         shards = sorted({s for _, s in self.joins})
         joined = [(f'{{shard="{s}"}}', float(sum(n for (_, x), n in self.joins.items() if x == s))) for s in shards]
