@@ -115,6 +115,56 @@ async def test_a_leave_fetched_before_the_tick_is_applied_before_it() -> None:
     assert loop.stats.events == 5 and loop.stats.ticks == 1
 
 
+class FetchingConsumer(ScriptedConsumer):
+    """Also models aiokafka's fetch buffer (``_fetcher._records``: one fetch result per partition): the first
+    answer leaves ``held`` buffered, and handing that out lets the next fetch (``refill``) land at once, as a
+    backlog does."""
+
+    def __init__(self, first: list[Record], held: list[Record], refill: list[Record]) -> None:
+        super().__init__([(0.6, first)])
+        self._fetcher = SimpleNamespace(_records={})
+        self.fetches = deque([held, refill])
+
+    def assignment(self) -> set[TopicPartition]:
+        return {TP}
+
+    async def getmany(
+        self, *partitions: TopicPartition, timeout_ms: int = 0, max_records: int | None = None
+    ) -> dict[TopicPartition, list[Any]]:
+        buffered = self._fetcher._records.pop(TP, None)
+        if buffered is None:
+            out = await super().getmany(timeout_ms=timeout_ms, max_records=max_records)
+        else:
+            self.calls.append(timeout_ms)
+            out = {TP: buffered}
+        if self.fetches:  # the fetcher fetches again as soon as its buffered result was handed out
+            batch = self.fetches.popleft()
+            self._fetcher._records[TP] = [Msg.of(r, offset=self.offset + i) for i, r in enumerate(batch)]
+            self.offset += len(batch)
+        return out
+
+
+async def test_the_drain_applies_what_was_fetched_but_does_not_chase_the_fetcher() -> None:
+    settings = Settings(app_id="loop", tick_interval_s=0.5)
+    sink = TopicSink(settings)
+    runtime = WorkerRuntime(settings, sink, ManualClock())
+    loop = OneTick(runtime, sink, "127.0.0.1:9")
+    runtime.claimed[TP.partition], runtime.guarded = 0, True
+    loop.tick_starts = []
+    # a..d arrive as the tick falls due; the leave of "a" is buffered by then; e and f arrive from the fetch that
+    # handing out the leave started: after the tick was due, so they wait for the next one
+    consumer = FetchingConsumer([Join(u, "s", 1.0) for u in "abcd"], [Leave("a", "s", 2.0)], [Join("e", "s", 1.0),
+                                Join("f", "s", 1.0)])  # fmt: skip
+    producer = RecordingProducer()
+    loop._consumer, loop._producer = consumer, producer  # type: ignore[assignment]
+    loop.monotonic = consumer.clock
+    await loop.run_until_stopped()
+    runtime.close()
+    pairs = decisions(producer)
+    assert len(pairs) == 1 and not {"a", "e", "f"} & set(pairs[0]), pairs
+    assert loop.stats.events == 5 and TP in consumer._fetcher._records  # e and f still buffered
+
+
 async def test_outputs_leave_after_the_tick_and_ticks_do_not_run_back_to_back() -> None:
     # an answer that takes 1.2 s (2.4 intervals): the tick after it starts 0.8 s late, and the next one comes a whole
     # interval after it instead of at once to catch up
