@@ -45,6 +45,7 @@ def f32_wire(values: Vector) -> bytes:
 
 MAX_STR = 256
 MAX_LIST = 64
+_FLOATS = frozenset({float, int})  # exact types a number may have (bool, an int subclass, is not one)
 
 
 class SchemaError(ValueError):
@@ -115,6 +116,10 @@ class Field:
             raise SchemaError(record, self.name, f"expected a list of numbers, got {_describe(value)}")
         if len(value) > self.max_items:
             raise SchemaError(record, self.name, f"expected at most {self.max_items} entries, got {len(value)}")
+        if _FLOATS.issuperset(map(type, value)):  # the common case in C calls (joins carry signals)
+            numbers = tuple(map(float, value))
+            if all(map(math.isfinite, numbers)):
+                return numbers
         out = []
         for item in value:
             if isinstance(item, bool) or not isinstance(item, int | float) or not math.isfinite(item):

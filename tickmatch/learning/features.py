@@ -34,6 +34,7 @@ ATTR_BASE = SIGNAL_BASE + SIGNALS
 RAW_DIM = ATTR_BASE + BUCKETS * len(PROFILE_ATTRS)
 SIGNAL_CLIP = 10.0
 _HALF_SQRT2 = 0.5**0.5
+_NO_SIGNALS = (0.0,) * SIGNALS
 
 
 @lru_cache(maxsize=65536)
@@ -76,15 +77,17 @@ def featurize_many(
     write per kind of feature instead of a few small numpy calls per user (the worker featurizes a whole batch
     of joins this way)."""
     n = len(profiles)
+    if len(signals) != n:
+        raise ValueError(f"{n} profiles but {len(signals)} signal tuples")
     raw = np.zeros((n, RAW_DIM), dtype=np.float32)
     raw[:, 0] = 1.0
-    sig = np.zeros((n, SIGNALS), dtype=np.float32)
+    # all signals in one conversion (a slice write per user cost ~1 us each): each padded or cut to SIGNALS
+    sig = np.array([(*values[:SIGNALS], *_NO_SIGNALS)[:SIGNALS] for values in signals], dtype=np.float32)
+    sig = sig.reshape(n, SIGNALS)
     rows: list[int] = []
     cols: list[int] = []
     vals: list[float] = []
-    for i, (attrs, values) in enumerate(zip(profiles, signals, strict=True)):
-        if values:
-            sig[i, : min(len(values), SIGNALS)] = values[:SIGNALS]
+    for i, attrs in enumerate(profiles):
         for attr in PROFILE_ATTRS:
             value = attrs.get(attr)
             if value is not None:
