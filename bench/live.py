@@ -3,11 +3,14 @@
 Three modes (all by default):
 
 - **backlog**: ``--events`` events (70 % join, 20 % leave of a waiting user, 10 % profile-update, over
-  ``--shards`` shards) are produced before the worker starts; the worker's rate is read from its own tick-stats
-  records (``events``: cumulative input events consumed): all events over the time from the last tick that had
-  seen none to the second tick that had seen them all (by then all are applied). Conservative by up to two
-  tick intervals, so use a backlog of many seconds of work. The reference is a plain aiokafka consumer that
-  reads and msgpack-decodes the same topic, measured in the same run: ``ratio_to_plain`` = worker / plain rate.
+  ``--shards`` shards) are produced before the worker starts; the worker's rate is all events over the time from
+  the moment it started reading them to the second tick whose tick-stats record (``events``: cumulative input
+  events consumed) had seen them all (by then all are applied and matched). It starts reading them in its
+  recovery (a fresh worker rebuilds its partitions from the log before its first tick: the start is the
+  "partition recovered" log line's time minus its ``recovery_s``), or, where recovery read none, after the last
+  tick that had seen no event. Conservative by up to two tick intervals, so use a backlog of many seconds of work.
+  The reference is a plain aiokafka consumer that reads and msgpack-decodes the same topic, measured in the same
+  run: ``ratio_to_plain`` = worker / plain rate.
 - **burst** (``--mode burst``): ``--burst-base`` joins/s, ten times that for ``--burst-seconds``, then the base
   again, a fifth of the users leaving 0-2 s after their join: ``matched_after_leave`` counts decisions whose tick
   had applied a leave of one of its users (from the decision's ``events_offset``), with latency during the burst.
@@ -25,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import os
 import sys
 import tempfile
@@ -40,7 +44,7 @@ import numpy as np
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from tickmatch.demo import worker_process
+from tickmatch.demo import service_process, worker_process
 from tickmatch.schemas import Join, Leave, ProfileUpdate, encode
 from tickmatch.stream import topics as names
 from tickmatch.stream.broker import EmbeddedBroker
@@ -199,18 +203,23 @@ async def run_backlog(broker: EmbeddedBroker, data: Path, args: argparse.Namespa
     reader = Reader(broker.bootstrap, settings, decisions=False)
     await reader.start()
     t = reader.ticks
+    log_path = data / f"worker-{settings.app_id}.log"
     try:
-        with worker_process(settings, data / f"worker-{settings.app_id}.log"):
+        with service_process(settings, log_path, "worker", "--loglevel", "info"):  # info: its recovery lines
             # all consumed, and one more tick: a tick applies everything consumed before it
             done = await reader.until(lambda: sum(e >= len(events) for e in t.events) >= 2, READY_TIMEOUT_S)
             if not done:
                 raise SystemExit(f"backlog: the worker consumed {t.events[-1] if t.events else 0} of {len(events)}")
     finally:
         await reader.stop()
-    # Conservative: from the last tick that had seen no event (consumption started after it) to the second tick that
-    # had seen them all (the first may have fetched the last ones while it ran; they are applied before the next).
+    # Conservative: from the moment the worker started reading events (its recovery, or after the last tick that had
+    # seen none) to the second tick that had seen them all (the first may have fetched the last ones while it ran;
+    # they are applied before the next).
     first = next(i for i, e in enumerate(t.events) if e > 0)
     start = t.at[first - 1] if first > 0 else t.at[0] - Settings().tick_interval_s
+    replayed = recovery_starts(log_path)
+    if replayed:
+        start = min(start, min(replayed))
     last = [i for i, e in enumerate(t.events) if e >= len(events)][1]
     rate = len(events) / max(t.at[last] - start, 1e-9)
     plain = await plain_rate(broker.bootstrap, settings, len(events))
@@ -223,6 +232,19 @@ async def run_backlog(broker: EmbeddedBroker, data: Path, args: argparse.Namespa
         "worker_seconds": round(t.at[last] - start, 2),
         "tick_p99_ms": round(float(np.percentile(t.elapsed_ms, 99)), 2),
     }
+
+
+def recovery_starts(log_path: Path) -> list[float]:
+    """When each recovery began (worker clock), from the worker's "partition recovered" lines (a repeated line may
+    be suppressed by the log's rate limit; the partitions of one assignment share one start)."""
+    out = []
+    for line in log_path.read_bytes().splitlines():
+        if b"partition recovered" not in line:
+            continue
+        with contextlib.suppress(orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+            rec = orjson.loads(line)
+            out.append(float(rec["ts"]) - float(rec["recovery_s"]))
+    return out
 
 
 async def run_steady(broker: EmbeddedBroker, data: Path, rate: float, args: argparse.Namespace) -> dict[str, Any]:
