@@ -441,19 +441,21 @@ class WorkerLoop(mode.Service):
         if not self.sink.queued:
             return
         assert self._producer is not None
-        for future, topic, partition in await self.sink.flush(self._producer):
-            future.add_done_callback(partial(self._delivered, topic, partition))
+        for future, topic, partition, count in await self.sink.flush(self._producer):
+            future.add_done_callback(partial(self._delivered, topic, partition, count))
             self._inflight.append(future)
         if len(self._inflight) > 100_000:
             self._inflight = [f for f in self._inflight if not f.done()]
 
-    def _delivered(self, topic: str, partition: int | None, future: asyncio.Future[Any]) -> None:
+    def _delivered(self, topic: str, partition: int | None, count: int, future: asyncio.Future[Any]) -> None:
+        """A send of ``count`` records (one, or a batch: its future carries the first record's offset) ended."""
         if future.cancelled() or future.exception() is not None:
-            self.stats.send_errors += 1
+            before = self.stats.send_errors
+            self.stats.send_errors += count
             if partition is not None and topic != self.runtime.settings.topic(names.TICKS):
                 # A decision or label the log does not have: our state is ahead of the log, rebuild it from there.
                 self._resync.add(partition)
-            if self.stats.send_errors in (1, 10, 100, 1000):
+            if any(before < n <= self.stats.send_errors for n in (1, 10, 100, 1000)):
                 log.error(
                     "output not delivered",
                     extra={
@@ -462,10 +464,10 @@ class WorkerLoop(mode.Service):
                     },
                 )
             return
-        self.stats.sent += 1
+        self.stats.sent += count
         meta = future.result()
         key = (meta.topic, meta.partition)
-        self.positions[key] = max(self.positions.get(key, 0), meta.offset + 1)
+        self.positions[key] = max(self.positions.get(key, 0), meta.offset + count)
 
     async def checkpoint(self, partitions: list[int], background: bool = False) -> float:
         """Snapshot ``partitions`` (caller holds the lock): send everything queued, wait until every output is
