@@ -15,8 +15,9 @@ import socket
 import time
 import uuid
 from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Protocol
+from typing import NamedTuple, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -28,7 +29,7 @@ from tickmatch.learning.features import RAW_DIM, featurize, featurize_many, upda
 from tickmatch.learning.scorer import Scorer, heuristic_scorer
 from tickmatch.matching.allowed import allowed_matrix
 from tickmatch.matching.bilinear import BilinearModel
-from tickmatch.matching.engine import Engine, EngineConfig, gc_paused
+from tickmatch.matching.engine import Engine, EngineConfig, Matching, gc_paused
 from tickmatch.matching.pool import Pool, PoolError
 from tickmatch.outcomes import EndOutcome, LabelJoin
 from tickmatch.schemas import (
@@ -85,6 +86,20 @@ class _ShardActivity:
     departures: int = 0
 
 
+class _ShardTick(NamedTuple):
+    """One shard's state between its preparation and its decisions within a tick (see ``WorkerRuntime.tick``)."""
+
+    shard: str
+    pool: Pool
+    model: BilinearModel
+    offset: int | None  # events offset of the shard's partition the tick has applied up to
+    arm: Assignment | None
+    explored: int  # exploration pairs already decided
+    before: int  # users waiting before matching
+    wait_sum: float  # summed waits of the users decided so far
+    decisions: list[MatchDecision]
+
+
 class WorkerRuntime:
     """Everything one worker knows about the shards it owns."""
 
@@ -104,6 +119,7 @@ class WorkerRuntime:
         )
         self.tick_id = 0
         self.engine = Engine(settings.embed_dim, EngineConfig(k=settings.match_k, threads=settings.match_threads))
+        self._matcher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tickmatch-match")  # see ``tick``
         self.scorer: Scorer = heuristic_scorer(settings.embed_dim)
         self.heuristic = self.scorer  # what an experiment arm with model "heuristic" scores with
         # The switch-back experiment in force (the loop keeps it in step with TICKMATCH_EXPERIMENT_FILE), and the
@@ -200,6 +216,7 @@ class WorkerRuntime:
 
     def close(self) -> None:
         """Stop the matching engine's threads."""
+        self._matcher.shutdown(wait=True)
         self.engine.close()
 
     def count(self, name: str, n: int = 1) -> None:
@@ -255,7 +272,8 @@ class WorkerRuntime:
                 continue
             decoded.append((msg, event, at))
         joins = [event for _, event, _ in decoded if type(event) is Join]
-        raw = featurize_many([_profile(join) for join in joins], [join.signals for join in joins])
+        profiles = [_profile(join) for join in joins]
+        raw = featurize_many(profiles, [join.signals for join in joins])
         emb = self.scorer.embed(raw) if joins else raw
         if self.pinned and joins:  # joins of shards scored with another model: embedded with that one
             rows: dict[str, list[int]] = {}
@@ -269,7 +287,7 @@ class WorkerRuntime:
         for msg, event, at in decoded:
             try:
                 if type(event) is Join:
-                    self._join(event, msg.partition, at, raw[j], emb[j])
+                    self._join(event, msg.partition, at, raw[j], emb[j], profiles[j])
                     j += 1
                 else:
                     self.apply(event, msg.partition, at)
@@ -317,8 +335,9 @@ class WorkerRuntime:
         events; batches use :meth:`apply_batch`."""
         now = self.clock() if now is None else now
         if isinstance(event, Join):
-            raw = featurize(_profile(event), event.signals)
-            self._join(event, partition, now, raw, self.scorer_for(event.shard).embed(raw[None, :])[0])
+            attrs = _profile(event)
+            raw = featurize(attrs, event.signals)
+            self._join(event, partition, now, raw, self.scorer_for(event.shard).embed(raw[None, :])[0], attrs)
             return
         self.shard_partition[event.shard] = partition
         if isinstance(event, Leave):
@@ -346,16 +365,23 @@ class WorkerRuntime:
             self._on_chat_end(event, now)
 
     def _join(
-        self, event: Join, partition: int, now: float, raw: npt.NDArray[np.float32], emb: npt.NDArray[np.float32]
+        self,
+        event: Join,
+        partition: int,
+        now: float,
+        raw: npt.NDArray[np.float32],
+        emb: npt.NDArray[np.float32],
+        attrs: dict[str, str | None],
     ) -> None:
-        self.shard_partition[event.shard] = partition
-        if self.tickets.seen(event.shard, event.user_id, event.ticket):
+        shard, user, ticket = event.shard, event.user_id, event.ticket
+        self.shard_partition[shard] = partition
+        if self.tickets.seen(shard, user, ticket):
             self.count("joins.duplicate")  # a retry changes nothing (see tickmatch.agents.tickets)
             return
-        self.tickets.add(event.shard, event.user_id, event.ticket, now)
+        self.tickets.add(shard, user, ticket, now)
         wants = {"country": event.want_country, "language": event.want_language, "gender": event.want_gender}
-        self.pool(event.shard).add(event.user_id, now, emb, _profile(event), wants, blocked=event.blocked, raw=raw)
-        self.activity[event.shard].arrivals += 1
+        self.pool(shard).add(user, now, emb, attrs, wants, blocked=event.blocked, raw=raw)
+        self.activity[shard].arrivals += 1
         self.count("joins")
 
     def _on_chat_end(self, end: ChatEnd, now: float) -> None:
@@ -376,25 +402,22 @@ class WorkerRuntime:
         waiting = 0
         decisions: list[MatchDecision] = []
         shard_stats: list[ShardStats] = []
-        for shard, pool in self.pools.items():
-            expired = pool.expire(now, self.settings.wait_ttl_s)
-            if expired:
-                self.count("expired", len(expired))
-            pool.forbidden.prune(now, pool.slot_map)
-            arm = self.experiment.assign(shard, now) if self.experiment is not None else None
-            self._follow_arm(shard, arm)
-            model = self.pinned.get(shard, current).bilinear
-            before = len(pool)
-            waiting += before
-            offset = self.claimed.get(self.shard_partition[shard]) if self.guarded else None
-            # Exploration pairs leave the pool before the engine matches the rest.
-            explored = self._explore(shard, pool, model) if self.settings.explore_share > 0 else []
-            wait_sum = sum(self._decide(decisions, pool, shard, pair, model, now, offset, arm) for pair in explored)
-            with gc_paused():
-                found = self.engine.match(pool, model, self.curve, now)
+        # Pipelined over shards: the engine matches shard i+1 in the matcher thread (BLAS and the numba kernels
+        # run without the GIL) while this thread turns shard i's pairs into decisions (Python). Pools are disjoint,
+        # so the two never touch the same state; each shard is prepared (expiry, bans, arm, exploration) before
+        # its match starts, and decisions keep the shard order.
+        prepared = [self._prepare(shard, pool, current, now) for shard, pool in self.pools.items()]
+        running = self._matcher.submit(self._match, prepared[0], now) if prepared else None
+        for i, shard_tick in enumerate(prepared):
+            assert running is not None
+            found = running.result()
+            running = self._matcher.submit(self._match, prepared[i + 1], now) if i + 1 < len(prepared) else None
+            shard, pool, model, offset, arm, explored, before, wait_sum, mine = shard_tick
             for a, b, score in zip(found.a.tolist(), found.b.tolist(), found.score.tolist(), strict=True):
-                wait_sum += self._decide(decisions, pool, shard, (a, b, score, None, None), model, now, offset, arm)
-            matched = 2 * (len(explored) + len(found))
+                wait_sum += self._decide(mine, pool, shard, (a, b, score, None, None), model, now, offset, arm)
+            decisions += mine
+            waiting += before
+            matched = 2 * (explored + len(found))
             activity = self.activity[shard]
             if before or activity.arrivals or activity.departures:
                 counts = (activity.arrivals, activity.departures, matched, wait_sum)
@@ -423,6 +446,28 @@ class WorkerRuntime:
         self.sink.tick_stats(stats)
         self.count("decisions", len(decisions))
         return stats
+
+    def _prepare(self, shard: str, pool: Pool, current: Scorer, now: float) -> _ShardTick:
+        """A shard's part of a tick before the engine matches it: expiry, ended bans, the experiment arm (the pool
+        is re-embedded if the arm switches models), and exploration pairs, which leave the pool first."""
+        expired = pool.expire(now, self.settings.wait_ttl_s)
+        if expired:
+            self.count("expired", len(expired))
+        pool.forbidden.prune(now, pool.slot_map)
+        arm = self.experiment.assign(shard, now) if self.experiment is not None else None
+        self._follow_arm(shard, arm)
+        model = self.pinned.get(shard, current).bilinear
+        before = len(pool)
+        offset = self.claimed.get(self.shard_partition[shard]) if self.guarded else None
+        mine: list[MatchDecision] = []
+        explored = self._explore(shard, pool, model) if self.settings.explore_share > 0 else []
+        wait_sum = sum(self._decide(mine, pool, shard, pair, model, now, offset, arm) for pair in explored)
+        return _ShardTick(shard, pool, model, offset, arm, len(explored), before, wait_sum, mine)
+
+    def _match(self, prepared: _ShardTick, now: float) -> Matching:
+        """The engine's part of a shard's tick (in the matcher thread)."""
+        with gc_paused():
+            return self.engine.match(prepared.pool, prepared.model, self.curve, now)
 
     def _decide(
         self,
