@@ -17,6 +17,7 @@ import numpy.typing as npt
 from tickmatch.matching.columnlog import ColumnLog, ColumnView
 
 KEY_SHIFT = 32  # key = lo_slot << 32 | hi_slot
+_NO_BLOCKS: frozenset[str] = frozenset()
 
 
 def pair_key(a: int, b: int) -> int:
@@ -81,6 +82,9 @@ class ForbiddenPairs:
 
     def on_add(self, user: str, slot: int, blocked: tuple[str, ...], slot_of: dict[str, int]) -> None:
         """A user entered the pool at ``slot`` with a block list."""
+        if not blocked and user not in self._blocked_by and user not in self._recent:
+            self._blocks[user] = _NO_BLOCKS  # the common join: nobody to forbid (no sets built per join)
+            return
         self._blocks[user] = frozenset(blocked)
         for target in blocked:
             self._blocked_by.setdefault(target, set()).add(user)
