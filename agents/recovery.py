@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from aiokafka import ConsumerRecord, TopicPartition
 
 from tickmatch.agents import snapshot as snapshots
+from tickmatch.agents.heap import Freezer
 from tickmatch.agents.runtime import Message, WorkerRuntime
 from tickmatch.schemas import DecodeError, DurationLabel, MatchDecision
 from tickmatch.schemas.codec import decode_record
@@ -161,6 +162,9 @@ async def _replay(
     pending decision re-applied before the first event its tick had not applied."""
     topic = settings.topic(names.EVENTS)
     starts = {TopicPartition(topic, p): runtime.claimed[p] for p in pending}
+    # The heap grows by every replayed user: frozen as the loop does (agents.heap), or full collections walk all
+    # of it again and again (a 200,000-event replay: ~25 % slower, in-process).
+    freezer = Freezer()
     async with read_from(bootstrap, f"{settings.app_id}-recovery", starts) as reader:
         while True:
             async for batch in reader.until_caught_up():
@@ -169,6 +173,7 @@ async def _replay(
                     by_part.setdefault(rec.partition, []).append(rec)
                 for p, records in by_part.items():
                     replay_records(runtime, records, pending[p])
+                freezer.maybe()
             # Decisions the log places after the high watermark we saw cannot exist unless events arrived since:
             # read on until every decision found its place.
             if all(not q or (q[-1].events_offset or 0) <= runtime.claimed[p] for p, q in pending.items()):
