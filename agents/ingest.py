@@ -556,10 +556,6 @@ class WorkerLoop(mode.Service):
         if pid == 0:  # the child: encode, write, exit at once (no atexit hooks, no event loop, no Kafka)
             code = 1
             try:
-                # Drop the copies of the parent's sockets first: a child outliving a killed worker kept its broker
-                # connections open, and the group never saw the member go (chaos: partitions unassigned for
-                # minutes). Closing a copy does not close the parent's connection.
-                os.closerange(3, _max_fd())
                 gc.disable()  # a collection would touch (and copy) every page of the parent's heap
                 if idle:
                     _lowest_priority()  # on a busy machine the tick, ingest and the broker come first
@@ -600,13 +596,6 @@ def _prefetched(consumer: AIOKafkaConsumer) -> dict[TopicPartition, object] | No
     until it is handed out whole); None where that is not available."""
     records = getattr(getattr(consumer, "_fetcher", None), "_records", None)
     return dict(records) if isinstance(records, dict) else None
-
-
-def _max_fd() -> int:
-    try:
-        return int(os.sysconf("SC_OPEN_MAX"))
-    except (ValueError, OSError):
-        return 65536
 
 
 def _lowest_priority() -> None:
