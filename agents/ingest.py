@@ -502,15 +502,15 @@ class WorkerLoop(mode.Service):
         ]
         held = time.perf_counter() - started
         if background:
-            self._snapshot_task = asyncio.create_task(self._write(taken, started, idle=True))
+            self._snapshot_task = asyncio.create_task(self._write(taken, started))
         else:
-            await self._write(taken, started, idle=False)
+            await self._write(taken, started)
         return held
 
-    async def _write(self, taken: list[snapshots.PartitionSnapshot], started: float, idle: bool) -> None:
+    async def _write(self, taken: list[snapshots.PartitionSnapshot], started: float) -> None:
         """Encode (:meth:`_encode`) and write snapshots, then move their pointers."""
         assert self._snap_producer is not None
-        blobs = await self._encode(taken, idle)
+        blobs = await self._encode(taken)
         for snap, blob in zip(taken, blobs, strict=True):
             offset = await write_blob(
                 self._snap_producer, self.snapshots_topic, snap.partition, f"p{snap.partition}".encode(), blob
@@ -531,17 +531,14 @@ class WorkerLoop(mode.Service):
             },
         )
 
-    async def _encode(self, taken: list[snapshots.PartitionSnapshot], idle: bool) -> list[bytes]:
+    async def _encode(self, taken: list[snapshots.PartitionSnapshot]) -> list[bytes]:
         """Encode snapshots in a forked child process (a copy-on-write image of the state, as Redis' BGSAVE
         does), so the encoding takes no GIL time from the tick and ingest; in a thread where fork fails.
 
         Why a child: encoding a busy worker's state (20 MB after 2 minutes at 5,000 joins/s) took seconds of
         GIL time in a thread even in paced 2 ms chunks; the decision latency p99 went from 0.65 s without
         snapshots to 1.1-1.5 s with them (bench.live). The views ``take`` returns stay valid while the state
-        moves on (``columnlog``), so the child sees exactly the snapshot taken under the lock.
-
-        ``idle``: the periodic snapshot's child runs idle-scheduled (``_lowest_priority``); one that a revoke or a
-        shutdown waits for runs at nice 10, so a busy machine cannot hold a SIGTERM or a rebalance up."""
+        moves on (``columnlog``), so the child sees exactly the snapshot taken under the lock."""
         loop = asyncio.get_running_loop()
         spool = Path(self.runtime.settings.data_dir) / "snapshot-spool"
         spool.mkdir(parents=True, exist_ok=True)
@@ -557,10 +554,7 @@ class WorkerLoop(mode.Service):
             code = 1
             try:
                 gc.disable()  # a collection would touch (and copy) every page of the parent's heap
-                if idle:
-                    _lowest_priority()  # on a busy machine the tick, ingest and the broker come first
-                else:
-                    os.nice(10)
+                _lowest_priority()  # on a busy machine the tick, ingest and the broker come first
                 for snap, path in zip(taken, paths, strict=True):
                     path.write_bytes(snapshots.encode(snap))
                 code = 0
