@@ -58,7 +58,6 @@ log = logging.getLogger(__name__)
 MAX_BATCH = 5_000  # records per getmany: ~0.1 s of work at worst, so the tick is never held up for long
 STOP_BUDGET_S = 8.0  # SIGTERM -> the worker loop closed (Faust's own shutdown adds ~1 s)
 SNAPSHOT_BUSY_FACTOR = 10.0  # snapshots start at least this many times their last write's duration apart
-SNAPSHOT_IDLE_GRACE_S = 20.0  # an idle-scheduled snapshot encoder gets ordinary CPU time after this long
 SNAPSHOT_PAUSE_S = 0.004  # the snapshot thread sleeps this long after each ~2 ms chunk it packs (snapshot.py)
 DRAIN_LIMIT = 20_000  # records drained before a tick if the consumer's fetch buffer cannot be read (``_drain``)
 
@@ -554,7 +553,7 @@ class WorkerLoop(mode.Service):
             code = 1
             try:
                 gc.disable()  # a collection would touch (and copy) every page of the parent's heap
-                _lowest_priority()  # on a busy machine the tick, ingest and the broker come first
+                os.nice(10)  # on a busy machine the tick, ingest and the broker come first
                 for snap, path in zip(taken, paths, strict=True):
                     path.write_bytes(snapshots.encode(snap))
                 code = 0
@@ -592,33 +591,11 @@ def _prefetched(consumer: AIOKafkaConsumer) -> dict[TopicPartition, object] | No
     return dict(records) if isinstance(records, dict) else None
 
 
-def _lowest_priority() -> None:
-    """In the snapshot encoder child: run only on CPU time nobody else wants (SCHED_IDLE), or at nice 19.
-
-    Why: at 10,000 joins/s with 600,000 open matches a snapshot takes seconds to encode, and at nice 10 the child
-    still took enough of the two cores from the worker, the broker and the producers to lift decision latency p99
-    from 0.61 s (no snapshots) to 0.93-1.66 s; idle-scheduled, 0.66 s (bench.live, 120 s runs)."""
-    try:
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-    except (AttributeError, OSError):
-        os.nice(19)
-
-
 def _collect(pid: int, paths: list[Path]) -> list[bytes]:
     """In the snapshot thread: wait for the encoder child, then read (and remove) what it wrote. Megabytes are read
-    here, off the event loop. A child that idle scheduling has starved for ``SNAPSHOT_IDLE_GRACE_S`` is given
-    ordinary (niced) CPU time, so a saturated machine still gets its snapshots."""
+    here, off the event loop."""
     try:
-        deadline: float | None = time.monotonic() + SNAPSHOT_IDLE_GRACE_S
-        while (done := os.waitpid(pid, os.WNOHANG))[0] == 0:
-            if deadline is not None and time.monotonic() > deadline:
-                deadline = None
-                with contextlib.suppress(AttributeError, OSError):
-                    os.sched_setscheduler(pid, os.SCHED_OTHER, os.sched_param(0))
-                    os.setpriority(os.PRIO_PROCESS, pid, 10)
-                log.warning("snapshot encoder starved; raised to nice 10", extra={"after_s": SNAPSHOT_IDLE_GRACE_S})
-            time.sleep(0.05)  # polling a child process in the snapshot thread (waitpid has no timeout)
-        code = os.waitstatus_to_exitcode(done[1])
+        code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
         if code != 0:
             raise RuntimeError(f"snapshot encoder process exited with {code}")
         return [path.read_bytes() for path in paths]
