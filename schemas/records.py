@@ -133,26 +133,13 @@ class Record:
     def wire(self) -> dict[str, Any]:
         """Wire form for msgpack: like :meth:`to_dict` but with sequences left as tuples (msgpack packs them as
         arrays), and no deep copy of the record (``dataclasses.asdict`` cost ~5 % of the worker under load).
-        Runs a writer compiled for this record type from :meth:`wire_fields` 's rules (``schemas.fastpath``)."""
+        Runs a writer compiled for this record type (``schemas.fastpath``): ``type``, ``v``, then every field that
+        is not None or ``()``, vectors as float32 bytes and left out when empty."""
         cls = type(self)
         writer = _WRITERS.get(cls)
         if writer is None:
             writer = _WRITERS[cls] = compile_writer(cls, SCHEMA_VERSION, f32_wire)
         return writer(self)
-
-    def wire_fields(self) -> dict[str, Any]:
-        """The generic form of :meth:`wire`, field spec by field spec (the rules its compiled writer follows)."""
-        out: dict[str, Any] = {"type": self.TYPE, "v": SCHEMA_VERSION}
-        for spec in self.FIELDS:
-            value = getattr(self, spec.name)
-            if value is None or value == ():
-                continue
-            if spec.kind == "f32_vector":
-                if not len(value):
-                    continue
-                value = f32_wire(value)
-            out[spec.name] = value
-        return out
 
     @classmethod
     def from_dict(cls: type[R], data: dict[str, Any]) -> R:

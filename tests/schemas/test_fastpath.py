@@ -12,7 +12,8 @@ from hypothesis import strategies as st
 
 from tests.schemas.test_records import SAMPLES
 from tickmatch.schemas import ALL_RECORDS, Record, SchemaError
-from tickmatch.schemas.fields import MAX_STR
+from tickmatch.schemas.fields import MAX_STR, f32_wire
+from tickmatch.schemas.records import SCHEMA_VERSION
 
 # Values that are valid for some kinds and not others, or valid but not in the form the record keeps (an int for
 # a float), or at an edge (empty, longest, negative, not finite).
@@ -57,10 +58,25 @@ def test_every_record_type_has_a_reader_that_reads_its_samples(name: str) -> Non
         assert cls.from_dict(sample.wire()) == sample
 
 
+def generic_wire(record: Record) -> dict[str, Any]:
+    """The wire map by the rules, field spec by field spec (what the compiled writer must equal)."""
+    out: dict[str, Any] = {"type": record.TYPE, "v": SCHEMA_VERSION}
+    for spec in record.FIELDS:
+        value = getattr(record, spec.name)
+        if value is None or value == ():
+            continue
+        if spec.kind == "f32_vector":
+            if not len(value):
+                continue
+            value = f32_wire(value)
+        out[spec.name] = value
+    return out
+
+
 @pytest.mark.parametrize("record", SAMPLES, ids=lambda r: r.TYPE)
 def test_the_compiled_writer_writes_what_the_generic_rules_say(record: Record) -> None:
-    assert record.wire() == record.wire_fields()
+    assert record.wire() == generic_wire(record)
     empty = {spec.name: () for spec in type(record).FIELDS if spec.kind.endswith(("list", "vector"))}
     if empty:  # empty sequences are left out by both
         bare = dataclasses.replace(record, **empty)  # type: ignore[type-var]
-        assert bare.wire() == bare.wire_fields() and not set(empty) & set(bare.wire())
+        assert bare.wire() == generic_wire(bare) and not set(empty) & set(bare.wire())
