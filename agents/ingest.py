@@ -31,7 +31,6 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
 from typing import Any
 
 import mode
@@ -58,7 +57,7 @@ log = logging.getLogger(__name__)
 MAX_BATCH = 5_000  # records per getmany: ~0.1 s of work at worst, so the tick is never held up for long
 STOP_BUDGET_S = 8.0  # SIGTERM -> the worker loop closed (Faust's own shutdown adds ~1 s)
 SNAPSHOT_BUSY_FACTOR = 10.0  # snapshots start at least this many times their last write's duration apart
-SNAPSHOT_PAUSE_S = 0.004  # the snapshot thread sleeps this long after each ~2 ms chunk it packs (snapshot.py)
+SNAPSHOT_PAUSE_S = 0.004  # the snapshot thread sleeps this long after each block it packs anew (snapshot.py)
 DRAIN_LIMIT = 20_000  # records drained before a tick if the consumer's fetch buffer cannot be read (``_drain``)
 
 
@@ -139,6 +138,7 @@ class WorkerLoop(mode.Service):
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tickmatch-tick")
         self._snapshot_executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="tickmatch-snapshot")
         self._snapshot_task: asyncio.Task[None] | None = None
+        self._blocks = snapshots.BlockCache()  # used by the snapshot thread only
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._snap_producer: AIOKafkaProducer | None = None
@@ -475,7 +475,7 @@ class WorkerLoop(mode.Service):
         encode and write each snapshot and move its pointer. A partition with an undelivered output is rebuilt
         instead (its state is ahead of the log). Returns the seconds the state was held (flush + copy).
 
-        ``background``: the periodic checkpoint returns right after the copy; encoding (in a forked child, see
+        ``background``: the periodic checkpoint returns right after the copy; encoding (in the snapshot thread, see
         :meth:`_encode`) and writing go on in a task while the loop keeps ticking. A copy is
         consistent on its own (it reflects a prefix of the decisions log), so a later snapshot landing first only
         means a longer replay. Revoke and shutdown wait for theirs: the next owner must find it."""
@@ -531,35 +531,23 @@ class WorkerLoop(mode.Service):
         )
 
     async def _encode(self, taken: list[snapshots.PartitionSnapshot]) -> list[bytes]:
-        """Encode snapshots in a forked child process (a copy-on-write image of the state, as Redis' BGSAVE
-        does), so the encoding takes no GIL time from the tick and ingest; in a thread where fork fails.
+        """Encode snapshots in the snapshot thread, reusing the blocks earlier snapshots encoded
+        (:class:`snapshots.BlockCache`): the GIL time a snapshot takes from the tick and ingest is what was
+        appended since the last one, paced block by block (at most ~2.5 ms of packing, then a pause).
 
-        Why a child: encoding a busy worker's state (20 MB after 2 minutes at 5,000 joins/s) took seconds of
-        GIL time in a thread even in paced 2 ms chunks; the decision latency p99 went from 0.65 s without
-        snapshots to 1.1-1.5 s with them (bench.live). The views ``take`` returns stay valid while the state
-        moves on (``columnlog``), so the child sees exactly the snapshot taken under the lock."""
+        Why not a forked child any more (it was Redis' BGSAVE idea: a copy-on-write image, no GIL): reading Python
+        objects increments their reference counts, so the child copied most of the heap it read (171,000 page
+        faults and 2.3 s for a state a thread encodes in 1.27 s), and on 2 cores it and the copy-on-write faults
+        in the parent took the CPU the tick needed (bench.live 10,000 joins/s: p99 per 10 s 0.6 -> 1.3-1.9 s
+        in the windows with a snapshot)."""
         loop = asyncio.get_running_loop()
-        spool = Path(self.runtime.settings.data_dir) / "snapshot-spool"
-        spool.mkdir(parents=True, exist_ok=True)
-        paths = [spool / f"p{snap.partition}-{os.getpid()}-{time.monotonic_ns()}.bin" for snap in taken]
-        try:
-            pid = os.fork()
-        except OSError as exc:
-            log.warning("fork failed, encoding the snapshot in a thread", extra={"error": str(exc)})
-            return await loop.run_in_executor(
-                self._snapshot_executor, lambda: [snapshots.encode(snap, _yield_gil) for snap in taken]
-            )
-        if pid == 0:  # the child: encode, write, exit at once (no atexit hooks, no event loop, no Kafka)
-            code = 1
-            try:
-                gc.disable()  # a collection would touch (and copy) every page of the parent's heap
-                os.nice(10)  # on a busy machine the tick, ingest and the broker come first
-                for snap, path in zip(taken, paths, strict=True):
-                    path.write_bytes(snapshots.encode(snap))
-                code = 0
-            finally:
-                os._exit(code)
-        return await loop.run_in_executor(self._snapshot_executor, _collect, pid, paths)
+        cache = self._blocks
+
+        def run() -> list[bytes]:
+            cache.next_round()
+            return [snapshots.encode(snap, _yield_gil, cache) for snap in taken]
+
+        return await loop.run_in_executor(self._snapshot_executor, run)
 
     async def adopt(self, partitions: list[int]) -> None:
         """Own ``partitions`` (caller holds the lock): recover those not held yet, then position the consumer at
@@ -589,19 +577,6 @@ def _prefetched(consumer: AIOKafkaConsumer) -> dict[TopicPartition, object] | No
     until it is handed out whole); None where that is not available."""
     records = getattr(getattr(consumer, "_fetcher", None), "_records", None)
     return dict(records) if isinstance(records, dict) else None
-
-
-def _collect(pid: int, paths: list[Path]) -> list[bytes]:
-    """In the snapshot thread: wait for the encoder child, then read (and remove) what it wrote. Megabytes are read
-    here, off the event loop."""
-    try:
-        code = os.waitstatus_to_exitcode(os.waitpid(pid, 0)[1])
-        if code != 0:
-            raise RuntimeError(f"snapshot encoder process exited with {code}")
-        return [path.read_bytes() for path in paths]
-    finally:
-        for path in paths:
-            path.unlink(missing_ok=True)
 
 
 def _yield_gil() -> None:

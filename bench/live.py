@@ -246,17 +246,39 @@ async def run_backlog(broker: EmbeddedBroker, data: Path, args: argparse.Namespa
     }
 
 
-def recovery_starts(log_path: Path) -> list[float]:
-    """When each recovery began (worker clock), from the worker's "partition recovered" lines (a repeated line may
-    be suppressed by the log's rate limit; the partitions of one assignment share one start)."""
+def log_records(log_path: Path, msg: bytes) -> list[dict[str, Any]]:
+    """The worker's JSON log lines whose message is ``msg`` (a repeated line may be suppressed by the log's rate
+    limit: these are the lines written, not necessarily every event)."""
     out = []
     for line in log_path.read_bytes().splitlines():
-        if b"partition recovered" not in line:
+        if msg not in line:
             continue
-        with contextlib.suppress(orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        with contextlib.suppress(orjson.JSONDecodeError):
             rec = orjson.loads(line)
+            if isinstance(rec, dict) and rec.get("msg") == msg.decode():
+                out.append(rec)
+    return out
+
+
+def recovery_starts(log_path: Path) -> list[float]:
+    """When each recovery began (worker clock), from the worker's "partition recovered" lines (the partitions of
+    one assignment share one start)."""
+    out = []
+    for rec in log_records(log_path, b"partition recovered"):
+        with contextlib.suppress(KeyError, TypeError, ValueError):
             out.append(float(rec["ts"]) - float(rec["recovery_s"]))
     return out
+
+
+def snapshot_figures(log_path: Path) -> dict[str, Any]:
+    """The periodic snapshots a steady run wrote (the worker's "snapshot written" lines): how many were logged,
+    the longest (take + encode + write + pointer) and the largest."""
+    written = log_records(log_path, b"snapshot written")
+    return {
+        "snapshots_logged": len(written),
+        "snapshot_ms_max": max((float(r.get("ms", 0.0)) for r in written), default=0.0),
+        "snapshot_mb_max": round(max((int(r.get("bytes", 0)) for r in written), default=0) / 1e6, 1),
+    }
 
 
 async def run_steady(broker: EmbeddedBroker, data: Path, rate: float, args: argparse.Namespace) -> dict[str, Any]:
@@ -271,7 +293,8 @@ async def run_steady(broker: EmbeddedBroker, data: Path, rate: float, args: argp
     topic = settings.topic(names.EVENTS)
     rng = np.random.default_rng(args.seed)
     try:
-        with worker_process(settings, data / f"worker-{settings.app_id}.log"):
+        log_path = data / f"worker-{settings.app_id}.log"
+        with service_process(settings, log_path, "worker", "--loglevel", "info"):  # info: its snapshot lines
             if not await reader.until(lambda: bool(t.at), READY_TIMEOUT_S):
                 raise SystemExit("steady: the worker did not tick")
             say(f"steady {rate:,.0f} joins/s: worker ready, offering for {args.seconds:.0f} s")
@@ -323,6 +346,7 @@ async def run_steady(broker: EmbeddedBroker, data: Path, rate: float, args: argp
         "tick_p99_ms": round(float(np.percentile(t.elapsed_ms, 99)), 2),
         "late_ticks": int(np.count_nonzero(gaps > 1.5 * interval)),
         "ticks": len(t.at),
+        **snapshot_figures(log_path),
     }
     say(f"steady {rate:,.0f} joins/s: {result}")
     return result

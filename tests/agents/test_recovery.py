@@ -207,9 +207,20 @@ def test_bytes_that_are_not_a_snapshot_of_this_format_are_refused_with_a_reason(
     live, sink = live_runtime(clock)
     traffic(live, sink, clock, Log(clock))
     good = snapshots.encode(snapshots.take(live, 0, 0, 0, clock()))
-    doc = msgpack.unpackb(zlib.decompress(good), raw=False)
-    older = zlib.compress(msgpack.packb({**doc, "format": 1}, use_bin_type=True))
-    damaged = zlib.compress(msgpack.packb({**doc, "matches": [{"shard": "s"}]}, use_bin_type=True))
-    for blob, reason in ((b"garbage", "not a snapshot"), (older, "format 1"), (damaged, "damaged")):
+    doc = msgpack.unpackb(good[len(snapshots.MAGIC) :], raw=False)
+    older = zlib.compress(msgpack.packb({**doc, "format": 2}, use_bin_type=True))  # format 2 had no magic
+    newer = snapshots.MAGIC + msgpack.packb({**doc, "format": 4}, use_bin_type=True)
+    damaged = snapshots.MAGIC + msgpack.packb({**doc, "matches": [{"shard": "s"}]}, use_bin_type=True)
+    cut = snapshots.MAGIC + msgpack.packb(
+        {**doc, "bans": {"s": {"rows": 5, "alive": zlib.compress(b"\x01"), "blocks": []}}}
+    )
+    cases = (
+        (b"garbage", "not a snapshot"),
+        (older, "format 2"),
+        (newer, "format 4"),
+        (damaged, "damaged"),
+        (cut, "damaged"),
+    )
+    for blob, reason in cases:
         with pytest.raises(snapshots.SnapshotError, match=reason):
             snapshots.decode(blob)
