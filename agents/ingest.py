@@ -50,6 +50,7 @@ from tickmatch.schemas import TickStats
 from tickmatch.schemas.codec import MAX_EVENT_BYTES
 from tickmatch.stream import topics as names
 from tickmatch.stream.broker import BrokerLost
+from tickmatch.stream.groups import cluster_id, forget_membership, is_tansu
 from tickmatch.stream.snapshots import Pointers, write_blob
 
 log = logging.getLogger(__name__)
@@ -142,6 +143,7 @@ class WorkerLoop(mode.Service):
         self._consumer: AIOKafkaConsumer | None = None
         self._producer: AIOKafkaProducer | None = None
         self._snap_producer: AIOKafkaProducer | None = None
+        self._leave_on_stop = True  # send LeaveGroup when stopping (not on Tansu: see stream.groups)
         self._pointers = Pointers(bootstrap, f"{settings.app_id}-snapshots", self.snapshots_topic, settings.partitions)
         self._done = asyncio.Event()
         # Held by whatever reads or changes the runtime from the event loop: a batch, a tick, a checkpoint, a
@@ -210,6 +212,9 @@ class WorkerLoop(mode.Service):
             max_request_size=1 << 20,
         )
         await self._snap_producer.start()
+        cluster = await cluster_id(self._producer.client)
+        self._leave_on_stop = not is_tansu(cluster)  # Tansu keeps a departed leader as leader (stream.groups)
+        log.info("broker cluster", extra={"cluster_id": cluster, "leave_group_on_stop": self._leave_on_stop})
         await self._check_partitions()
         await self._pointers.start()
         await self._consumer.start()
@@ -240,7 +245,8 @@ class WorkerLoop(mode.Service):
 
     async def on_stop(self) -> None:
         """Let the loop finish its iteration (a running tick completes and its outputs are sent), write a final
-        snapshot of every partition (the next owner then replays nothing), then leave the group and close.
+        snapshot of every partition (the next owner then replays nothing), then leave the group (on Tansu: let the
+        member expire instead, ``stream.groups``) and close.
 
         The whole stop fits in ``STOP_BUDGET_S``: each step gets what is left of it. A consumer stopped in the
         middle of a group join waits for the join to end (on Tansu, a dead member's session timeout), and the
@@ -264,6 +270,8 @@ class WorkerLoop(mode.Service):
             except Exception as exc:  # a broker already gone, or out of time: the next owner replays more
                 log.warning("no final snapshot", extra={"error": f"{type(exc).__name__}: {exc}"})
         if self._consumer is not None:
+            if not self._leave_on_stop:
+                forget_membership(self._consumer)  # on Tansu: expire after the session timeout (stream.groups)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._consumer.stop(), timeout=left(2.0))
         for producer in (self._producer, self._snap_producer):
