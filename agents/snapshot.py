@@ -43,8 +43,8 @@ from tickmatch.outcomes.labeljoin import CLOSED_FIELDS, OPEN_FIELDS, ShardMatche
 from tickmatch.schemas import ChatEnd
 
 BAN_FIELDS = ("a", "b", "until")
-# 3: big columns as cached blocks of stored rows + alive bytes, no outer zlib (older formats are refused with
-# their number: recovery then replays the partition from its start)
+# 3: big columns as cached blocks of stored rows + alive bytes, no outer zlib. Format 2 is still read (an upgrade
+# must not replay whole partitions); anything else is refused with its number: recovery then replays the partition.
 SNAPSHOT_FORMAT = 3
 MAGIC = b"TMSNAP\x03\n"
 
@@ -213,21 +213,27 @@ def encode(snap: PartitionSnapshot, pause: Callable[[], None] = lambda: None, ca
 
 
 def decode(blob: bytes) -> PartitionSnapshot:
-    """A snapshot from :func:`encode`'s bytes; :class:`SnapshotError` if they are not one this code reads."""
-    if not blob.startswith(MAGIC):
-        raise SnapshotError(_older(blob))
+    """A snapshot from :func:`encode`'s bytes, or from the format-2 bytes earlier versions wrote (so an upgrade
+    does not replay whole partitions); :class:`SnapshotError` if they are not one this code reads."""
+    reader = _from_doc
     try:
-        doc = msgpack.unpackb(memoryview(blob)[len(MAGIC) :], raw=False, strict_map_key=False)
-    except Exception as exc:  # msgpack raises several unrelated types for garbage
+        if blob.startswith(MAGIC):
+            doc = msgpack.unpackb(memoryview(blob)[len(MAGIC) :], raw=False, strict_map_key=False)
+        else:  # format 2 and older: zlib'd msgpack without the magic
+            doc = msgpack.unpackb(zlib.decompress(blob), raw=False, strict_map_key=False)
+            reader = _from_doc_v2
+    except Exception as exc:  # zlib and msgpack raise several unrelated types for garbage
         raise SnapshotError(f"not a snapshot: {type(exc).__name__}: {exc}") from exc
-    if not isinstance(doc, dict) or doc.get("format") != SNAPSHOT_FORMAT:
-        raise SnapshotError(f"unsupported snapshot format {doc.get('format') if isinstance(doc, dict) else None!r}")
+    if not isinstance(doc, dict):
+        raise SnapshotError("not a snapshot: no format")
+    if doc.get("format") != (SNAPSHOT_FORMAT if reader is _from_doc else 2):
+        raise SnapshotError(f"unsupported snapshot format {doc.get('format')!r}")
     if doc.get("raw_dim") != RAW_DIM:
         raise SnapshotError(f"snapshot raw vectors have {doc.get('raw_dim')} values, this worker {RAW_DIM}")
     was = gc.isenabled()
     gc.disable()  # millions of new objects, none of them garbage: collections would only walk them (~25 %)
     try:
-        return _from_doc(doc)
+        return reader(doc)
     except (KeyError, IndexError, TypeError, ValueError, zlib.error, msgpack.UnpackException) as exc:
         raise SnapshotError(f"damaged snapshot: {type(exc).__name__}: {exc}") from exc
     finally:
@@ -235,20 +241,8 @@ def decode(blob: bytes) -> PartitionSnapshot:
             gc.enable()
 
 
-def _older(blob: bytes) -> str:
-    """Why bytes without :data:`MAGIC` are refused: an older format (zlib'd msgpack with a format number), or
-    not a snapshot at all."""
-    try:
-        doc = msgpack.unpackb(zlib.decompress(blob), raw=False, strict_map_key=False)
-    except Exception as exc:  # zlib and msgpack raise several unrelated types for garbage
-        return f"not a snapshot: {type(exc).__name__}: {exc}"
-    if isinstance(doc, dict) and "format" in doc:
-        return f"unsupported snapshot format {doc['format']!r}"
-    return "not a snapshot: no format"
-
-
-def _from_doc(doc: dict[str, Any]) -> PartitionSnapshot:
-    snap = PartitionSnapshot(
+def _header(doc: dict[str, Any]) -> PartitionSnapshot:
+    return PartitionSnapshot(
         partition=doc["partition"],
         events_offset=doc["events_offset"],
         decisions_offset=doc["decisions_offset"],
@@ -256,23 +250,35 @@ def _from_doc(doc: dict[str, Any]) -> PartitionSnapshot:
         tick_id=doc["tick_id"],
         taken_at=doc["taken_at"],
     )
+
+
+def _users(item: dict[str, Any]) -> list[WaitingUser]:
+    """One shard's waiting users from their columns (the same in formats 2 and 3)."""
+    ids = item["ids"]
+    raw = np.frombuffer(item["raw"], dtype=np.float32).reshape(len(ids), RAW_DIM)
+    return [
+        WaitingUser(
+            user_id,
+            float(item["joined_at"][i]),
+            raw[i].copy(),
+            {a: item["attrs"][a][i] for a in FILTER_ATTRS},
+            {a: tuple(item["wants"][a][i]) for a in FILTER_ATTRS if item["wants"][a][i]},
+            tuple(item["blocked"][i]),
+            float(item["bias"][i]),
+        )
+        for i, user_id in enumerate(ids)
+    ]
+
+
+def _held(items: list[Any]) -> list[tuple[ChatEnd, float]]:
+    return [(ChatEnd.from_dict(end), float(seen)) for end, seen in items]
+
+
+def _from_doc(doc: dict[str, Any]) -> PartitionSnapshot:
+    snap = _header(doc)
     small = msgpack.unpackb(zlib.decompress(doc["state"]), raw=False, strict_map_key=False)
     snap.bans = {shard: unpack_columns(BAN_FIELDS, cols) for shard, cols in doc["bans"].items()}
-    for item in small["shards"]:
-        shard, ids = item["shard"], item["ids"]
-        raw = np.frombuffer(item["raw"], dtype=np.float32).reshape(len(ids), RAW_DIM)
-        snap.users[shard] = [
-            WaitingUser(
-                user_id,
-                float(item["joined_at"][i]),
-                raw[i].copy(),
-                {a: item["attrs"][a][i] for a in FILTER_ATTRS},
-                {a: tuple(item["wants"][a][i]) for a in FILTER_ATTRS if item["wants"][a][i]},
-                tuple(item["blocked"][i]),
-                float(item["bias"][i]),
-            )
-            for i, user_id in enumerate(ids)
-        ]
+    snap.users = {item["shard"]: _users(item) for item in small["shards"]}
     snap.tickets = {shard: unpack_columns(join_tickets.FIELDS, cols) for shard, cols in doc["tickets"].items()}
     ends = small["ends"]
     snap.matches = [
@@ -284,7 +290,37 @@ def _from_doc(doc: dict[str, Any]) -> PartitionSnapshot:
         )
         for m in doc["matches"]
     ]
-    snap.held = [(ChatEnd.from_dict(end), float(seen)) for end, seen in small["held"]]
+    snap.held = _held(small["held"])
+    return snap
+
+
+def _from_doc_v2(doc: dict[str, Any]) -> PartitionSnapshot:
+    """Format 2 (written up to bee4a2b): one zlib'd document; each shard's bans inside its users' entry; big
+    columns as lists of msgpack chunks of their alive values."""
+
+    def columns(names: tuple[str, ...], packed: dict[str, list[bytes]]) -> ColumnView:
+        cols: dict[str, list[Any]] = {name: [] for name in names}
+        for name in names:
+            for part in packed[name]:
+                cols[name].extend(msgpack.unpackb(part, raw=False))
+        return ColumnView.of(names, cols)
+
+    snap = _header(doc)
+    for item in doc["shards"]:
+        snap.bans[item["shard"]] = columns(BAN_FIELDS, item["bans"])
+        if item["ids"]:
+            snap.users[item["shard"]] = _users(item)
+    snap.tickets = {shard: columns(join_tickets.FIELDS, cols) for shard, cols in doc["tickets"].items()}
+    snap.matches = [
+        ShardMatches(
+            m["shard"],
+            columns(OPEN_FIELDS, m["open"]),
+            [(match_id, dict(ended), first) for match_id, ended, first in m["ends"]],
+            columns(CLOSED_FIELDS, m["closed"]),
+        )
+        for m in doc["matches"]
+    ]
+    snap.held = _held(doc["held"])
     return snap
 
 
