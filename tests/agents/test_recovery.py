@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import zlib
 from collections import deque
+from collections.abc import Callable
 from typing import Any
 
 import msgpack
@@ -111,15 +112,61 @@ def traffic(runtime: WorkerRuntime, sink: RecordingSink, clock: ManualClock, log
         clock.advance(0.5)
 
 
-def test_a_snapshot_restores_exactly_what_was_taken() -> None:
+def encode_v2(snap: snapshots.PartitionSnapshot) -> bytes:
+    """Format 2 as bee4a2b's ``encode`` wrote it (its code, with its ``pack_columns`` inlined): the reader of
+    snapshots written before an upgrade is checked against it."""
+
+    def pack(view: ColumnView) -> dict[str, list[bytes]]:
+        cols = view.columns()
+        return {name: [msgpack.packb(cols[name][i : i + 16_384]) for i in range(0, len(view), 16_384)] for name in cols}
+
+    shards = []
+    for shard, users in snap.users.items():
+        raw = np.stack([u.raw for u in users]).astype(np.float32) if users else np.zeros((0, RAW_DIM), np.float32)
+        shards.append(
+            {
+                "shard": shard,
+                "ids": [u.user_id for u in users],
+                "joined_at": [u.joined_at for u in users],
+                "bias": [u.bias for u in users],
+                "raw": raw.tobytes(),
+                "attrs": {a: [u.attrs.get(a) for u in users] for a in FILTER_ATTRS},
+                "wants": {a: [list(u.wants.get(a, ())) for u in users] for a in FILTER_ATTRS},
+                "blocked": [list(u.blocked) for u in users],
+                "bans": pack(snap.bans[shard]),
+            }
+        )
+    for shard, bans in snap.bans.items():
+        if shard not in snap.users:
+            shards.append({"shard": shard, "ids": [], "raw": b"", "bans": pack(bans)})
+    doc = {
+        "format": 2,
+        "partition": snap.partition,
+        "events_offset": snap.events_offset,
+        "decisions_offset": snap.decisions_offset,
+        "labels_offset": snap.labels_offset,
+        "tick_id": snap.tick_id,
+        "taken_at": snap.taken_at,
+        "raw_dim": RAW_DIM,
+        "shards": shards,
+        "tickets": {shard: pack(joins) for shard, joins in snap.tickets.items()},
+        "matches": [
+            {"shard": m.shard, "open": pack(m.opened), "ends": m.ends, "closed": pack(m.closed)} for m in snap.matches
+        ],
+        "held": [[end.wire(), seen] for end, seen in snap.held],
+    }
+    return zlib.compress(msgpack.packb(doc, use_bin_type=True), 1)
+
+
+@pytest.mark.parametrize("encode", [snapshots.encode, encode_v2], ids=["format 3", "format 2 (before the upgrade)"])
+def test_a_snapshot_restores_exactly_what_was_taken(encode: Callable[[snapshots.PartitionSnapshot], bytes]) -> None:
     clock = ManualClock()
     live, sink = live_runtime(clock)
     log = Log(clock)
     traffic(live, sink, clock, log)
     taken = state(live)
     assert taken["pools"] and taken["bans"] and taken["open"] and taken["held"] and taken["closed"]
-    blob = snapshots.encode(snapshots.take(live, 0, 17, 5, clock()))
-    snap = snapshots.decode(blob)
+    snap = snapshots.decode(encode(snapshots.take(live, 0, 17, 5, clock())))
     assert (snap.events_offset, snap.decisions_offset, snap.labels_offset) == (len(log.messages), 17, 5)
     restored, out = live_runtime(clock)
     restored.claimed.clear()
@@ -203,66 +250,6 @@ def test_a_guarded_runtime_applies_each_offset_once_and_only_its_partitions() ->
     other = Msg.of(Join("c", "s", 1.0), partition=1, offset=0)
     assert runtime.apply_batch([other]) == 0  # not a partition this worker owns
     assert runtime.claimed == {0: 2} and runtime.counters["events.skipped"] == 3
-
-
-def encode_v2(snap: snapshots.PartitionSnapshot) -> bytes:
-    """Format 2 as bee4a2b's ``encode`` wrote it (its code, with its ``pack_columns`` inlined): the reader of
-    snapshots written before an upgrade is checked against it."""
-
-    def pack(view: ColumnView) -> dict[str, list[bytes]]:
-        cols = view.columns()
-        return {name: [msgpack.packb(cols[name][i : i + 16_384]) for i in range(0, len(view), 16_384)] for name in cols}
-
-    shards = []
-    for shard, users in snap.users.items():
-        raw = np.stack([u.raw for u in users]).astype(np.float32) if users else np.zeros((0, RAW_DIM), np.float32)
-        shards.append(
-            {
-                "shard": shard,
-                "ids": [u.user_id for u in users],
-                "joined_at": [u.joined_at for u in users],
-                "bias": [u.bias for u in users],
-                "raw": raw.tobytes(),
-                "attrs": {a: [u.attrs.get(a) for u in users] for a in FILTER_ATTRS},
-                "wants": {a: [list(u.wants.get(a, ())) for u in users] for a in FILTER_ATTRS},
-                "blocked": [list(u.blocked) for u in users],
-                "bans": pack(snap.bans[shard]),
-            }
-        )
-    for shard, bans in snap.bans.items():
-        if shard not in snap.users:
-            shards.append({"shard": shard, "ids": [], "raw": b"", "bans": pack(bans)})
-    doc = {
-        "format": 2,
-        "partition": snap.partition,
-        "events_offset": snap.events_offset,
-        "decisions_offset": snap.decisions_offset,
-        "labels_offset": snap.labels_offset,
-        "tick_id": snap.tick_id,
-        "taken_at": snap.taken_at,
-        "raw_dim": RAW_DIM,
-        "shards": shards,
-        "tickets": {shard: pack(joins) for shard, joins in snap.tickets.items()},
-        "matches": [
-            {"shard": m.shard, "open": pack(m.opened), "ends": m.ends, "closed": pack(m.closed)} for m in snap.matches
-        ],
-        "held": [[end.wire(), seen] for end, seen in snap.held],
-    }
-    return zlib.compress(msgpack.packb(doc, use_bin_type=True), 1)
-
-
-def test_a_snapshot_written_before_the_upgrade_restores_the_same_state() -> None:
-    clock = ManualClock()
-    live, sink = live_runtime(clock)
-    log = Log(clock)
-    traffic(live, sink, clock, log)
-    taken = state(live)
-    snap = snapshots.decode(encode_v2(snapshots.take(live, 0, 17, 5, clock())))
-    assert (snap.events_offset, snap.decisions_offset, snap.labels_offset) == (len(log.messages), 17, 5)
-    restored, _ = live_runtime(clock)
-    restored.claimed.clear()
-    snapshots.restore(restored, snap)
-    assert state(restored) == taken and restored.tick_id == live.tick_id
 
 
 def test_bytes_that_are_not_a_snapshot_of_this_format_are_refused_with_a_reason() -> None:
