@@ -39,6 +39,7 @@ from typing import Any
 import orjson
 from aiokafka import AIOKafkaProducer, TopicPartition
 
+from bench.logs import log_records
 from tickmatch.agents import snapshot as snapshots
 from tickmatch.demo import worker_env
 from tickmatch.outcomes import double_booked
@@ -245,13 +246,7 @@ def recovery_figures(logs: Path) -> tuple[float, int, int]:
     """(max recovery seconds, events replayed, recoveries) from the workers' JSON log lines."""
     worst, replayed, count = 0.0, 0, 0
     for path in logs.glob("worker-*.log"):
-        for line in path.read_bytes().splitlines():
-            if b"partition recovered" not in line:
-                continue
-            try:
-                rec = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                continue
+        for rec in log_records(path, "partition recovered"):
             worst = max(worst, float(rec.get("recovery_s", 0.0)))
             replayed += int(rec.get("events_replayed", 0))
             count += 1

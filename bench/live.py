@@ -45,6 +45,7 @@ import numpy as np
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
+from bench.logs import log_records
 from tickmatch.demo import service_process, worker_process
 from tickmatch.schemas import Join, Leave, ProfileUpdate, encode
 from tickmatch.stream import topics as names
@@ -246,25 +247,11 @@ async def run_backlog(broker: EmbeddedBroker, data: Path, args: argparse.Namespa
     }
 
 
-def log_records(log_path: Path, msg: bytes) -> list[dict[str, Any]]:
-    """The worker's JSON log lines whose message is ``msg`` (a repeated line may be suppressed by the log's rate
-    limit: these are the lines written, not necessarily every event)."""
-    out = []
-    for line in log_path.read_bytes().splitlines():
-        if msg not in line:
-            continue
-        with contextlib.suppress(orjson.JSONDecodeError):
-            rec = orjson.loads(line)
-            if isinstance(rec, dict) and rec.get("msg") == msg.decode():
-                out.append(rec)
-    return out
-
-
 def recovery_starts(log_path: Path) -> list[float]:
     """When each recovery began (worker clock), from the worker's "partition recovered" lines (the partitions of
     one assignment share one start)."""
     out = []
-    for rec in log_records(log_path, b"partition recovered"):
+    for rec in log_records(log_path, "partition recovered"):
         with contextlib.suppress(KeyError, TypeError, ValueError):
             out.append(float(rec["ts"]) - float(rec["recovery_s"]))
     return out
@@ -273,7 +260,7 @@ def recovery_starts(log_path: Path) -> list[float]:
 def snapshot_figures(log_path: Path) -> dict[str, Any]:
     """The periodic snapshots a steady run wrote (the worker's "snapshot written" lines): how many were logged,
     the longest (take + encode + write + pointer) and the largest."""
-    written = log_records(log_path, b"snapshot written")
+    written = log_records(log_path, "snapshot written")
     return {
         "snapshots_logged": len(written),
         "snapshot_ms_max": max((float(r.get("ms", 0.0)) for r in written), default=0.0),

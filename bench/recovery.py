@@ -22,10 +22,10 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-import orjson
 from aiokafka import AIOKafkaProducer, TopicPartition
 
 from bench.chaos import Fleet, emit
+from bench.logs import log_records
 from tickmatch.schemas import Join, TickStats, decode_record, encode
 from tickmatch.stream import topics as names
 from tickmatch.stream.broker import EmbeddedBroker, stop_process
@@ -36,18 +36,6 @@ from tickmatch.stream.topics import ensure_topics
 
 def say(text: str) -> None:
     print(text, file=sys.stderr, flush=True)
-
-
-def log_lines(path: Path, message: str) -> list[dict[str, Any]]:
-    out = []
-    if path.exists():
-        for line in path.read_bytes().splitlines():
-            if message.encode() in line:
-                try:
-                    out.append(orjson.loads(line))
-                except orjson.JSONDecodeError:
-                    continue
-    return out
 
 
 class Ticks:
@@ -126,7 +114,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             name = f"chaos-worker-{fleet.spawned}"
             first = await ticks.until(name, total, 120.0)
             log = root / f"worker-{fleet.spawned}.log"
-            recovered = log_lines(log, "partition recovered")
+            recovered = log_records(log, "partition recovered")
             restarts.append(
                 {
                     "stop": kind,
@@ -138,7 +126,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             )
             say(f"recovery: after {kind}: {restarts[-1]}")
             assert proc.poll() is None
-        snaps = [r for p in sorted(root.glob("worker-*.log")) for r in log_lines(p, "snapshot written")]
+        snaps = [r for p in sorted(root.glob("worker-*.log")) for r in log_records(p, "snapshot written")]
         big = [s for s in snaps if s.get("bytes", 0) > 0]
         fleet.stop_all()
         ticks.stop.set()
