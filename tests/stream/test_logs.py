@@ -18,7 +18,7 @@ def test_a_repeated_message_passes_once_per_period_and_then_says_how_many_were_d
     passed = [limit.filter(record("aiokafka.conn", logging.ERROR, "Unable to connect", t)) for t in (0.0, 1.0, 2.0)]
     assert passed == [True, False, False]
     later = record("aiokafka.conn", logging.ERROR, "Unable to connect", 10.5)
-    assert limit.filter(later) and later.suppressed == 2
+    assert limit.filter(later) and getattr(later, "suppressed", None) == 2
     # our own warnings are limited too: a flood of malformed input must not flood the log
     own = [limit.filter(record("tickmatch.agents.runtime", logging.WARNING, "bad input", t)) for t in (0.0, 0.1)]
     assert own == [True, False]
