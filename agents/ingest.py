@@ -7,8 +7,9 @@ peaks at 13-17.5k events/s on one core, ``stream.take()`` is no faster, while a 
 the app) that owns one consumer-group member for ``events`` (group ``<app id>-events``) and one producer.
 
 Why one loop for ingest *and* ticks instead of a timer: ordering by construction. The loop applies every batch
-synchronously (no await per event), and before a tick it also applies what the consumer has already fetched, so
-a leave fetched before a tick is applied before that tick can match the user; a tick never overlaps itself or a
+synchronously (no await per event), and before a tick it takes everything the consumer has fetched, applies up to
+``MAX_BATCH`` of it and notes the leaves in the rest (``agents.lookahead``), so no user whose leave was fetched
+before a tick is matched by it, and a backlog never holds a tick up for long; a tick never overlaps itself or a
 batch, and a model swap lands between ticks. The tick's matching runs in a thread (the engine releases the GIL
 in BLAS and its numba kernels), so the event loop keeps fetching, heartbeating and sending meanwhile.
 
@@ -27,6 +28,7 @@ import math
 import os
 import sys
 import time
+from collections import deque
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -55,11 +57,10 @@ from tickmatch.stream.snapshots import Pointers, write_blob
 
 log = logging.getLogger(__name__)
 
-MAX_BATCH = 5_000  # records per getmany: ~0.1 s of work at worst, so the tick is never held up for long
+MAX_BATCH = 5_000  # records applied at a time: ~0.1 s of work at worst, so the tick is never held up for long
 STOP_BUDGET_S = 8.0  # SIGTERM -> the worker loop closed (Faust's own shutdown adds ~1 s)
 SNAPSHOT_BUSY_FACTOR = 10.0  # snapshots start at least this many times their last write's duration apart
 SNAPSHOT_PAUSE_S = 0.004  # the snapshot thread sleeps this long after each block it packs anew (snapshot.py)
-DRAIN_LIMIT = 20_000  # records drained before a tick if the consumer's fetch buffer cannot be read (``_drain``)
 
 
 @dataclass(slots=True)
@@ -106,6 +107,7 @@ class _Rebalance(ConsumerRebalanceListener):  # type: ignore[misc]
                 except Exception as exc:  # the next owner replays from the previous snapshot instead
                     log.warning("no snapshot on revoke", extra={"error": f"{type(exc).__name__}: {exc}"})
             self.loop.runtime.drop_partitions(parts)
+            self.loop.drop_held(parts)
 
     async def on_partitions_assigned(self, assigned: set[TopicPartition]) -> None:
         parts = sorted(tp.partition for tp in assigned if tp.topic == self.loop.events_topic)
@@ -150,6 +152,7 @@ class WorkerLoop(mode.Service):
         # recovery. The rebalance listener runs in aiokafka's coordinator task, concurrently with the loop.
         self.lock = asyncio.Lock()
         self.closing = False  # final snapshot written: no more snapshots on revoke
+        self._settled = asyncio.Event()  # set while ``rebalancing`` is not
         self.rebalancing = True  # until the first assignment is recovered (read by /ready)
         self.running = False
         self.last_tick: float | None = None
@@ -158,11 +161,25 @@ class WorkerLoop(mode.Service):
         self.stopping = False  # shutdown began: no more recovery on assign
         self.positions: Positions = {}  # next offset after our last delivered decision/label, per partition
         self._inflight: list[asyncio.Future[Any]] = []
+        self._held = _Held()  # fetched, not applied yet (see ``run_until_stopped``)
         self._resync: set[int] = set()
         self.monotonic: Callable[[], float] = time.monotonic  # the schedule's clock (tests script it)
         self.freezer = Freezer()  # full GC passes kept small as the heap grows (see agents.heap)
         self.experiments = ExperimentFile(settings.experiment_file or None)
         super().__init__(beacon=beacon, loop=loop)  # type: ignore[arg-type]  # mode: beacon=None is its default
+
+    @property
+    def rebalancing(self) -> bool:
+        """A revoke began and the assignment after it is not recovered yet (or the first one, at start). The loop
+        applies and ticks nothing meanwhile: a revoke waiting for the state lock goes first."""
+        return not self._settled.is_set()
+
+    @rebalancing.setter
+    def rebalancing(self, value: bool) -> None:
+        if value:
+            self._settled.clear()
+        else:
+            self._settled.set()
 
     async def on_start(self) -> None:
         settings = self.runtime.settings
@@ -334,7 +351,8 @@ class WorkerLoop(mode.Service):
             self._done.set()
 
     async def run_until_stopped(self) -> None:
-        """The loop itself: fetch and apply until the next tick is due, drain, tick, send; until stopped."""
+        """The loop itself: fetch and apply until the next tick is due, take what was fetched, tick, send; until
+        stopped."""
         assert self._consumer is not None and self._producer is not None
         consumer, settings = self._consumer, self.runtime.settings
         interval = settings.tick_interval_s
@@ -342,14 +360,32 @@ class WorkerLoop(mode.Service):
         next_tick = clock() + interval
         next_snapshot = clock() + settings.snapshot_interval_s
         while not self.should_stop:
-            wait_ms = max(0, math.ceil((next_tick - clock()) * 1000))  # ceil: no busy spin in the last ms
-            batch = await consumer.getmany(timeout_ms=wait_ms, max_records=MAX_BATCH)
+            if self.rebalancing:  # see the property; wakes at least once a tick interval to check for a stop
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._settled.wait(), timeout=interval)
+                continue
+            if self._held:
+                await asyncio.sleep(0)  # records held from before a tick: apply them first, fetch no more
+            else:
+                wait_ms = max(0, math.ceil((next_tick - clock()) * 1000))  # ceil: no busy spin in the last ms
+                self._held.add(await consumer.getmany(timeout_ms=wait_ms, max_records=MAX_BATCH))
             async with self.lock:
+                if self.rebalancing:
+                    # A revoke started while we fetched and waits for this lock. Ticking now would match users of
+                    # partitions being taken away: a recovery that outlasted a rebalance (9.5 s, chasing the live
+                    # log) let this loop tick once more after the group had given its partitions to another
+                    # worker, and 1,114 users were double-booked (tests/integration/test_chaos.py).
+                    continue
                 if self._resync:
                     await self._rebuild()
-                self._apply(batch)
+                self._apply(self._held.take(MAX_BATCH))
                 if clock() >= next_tick:
-                    await self._drain(consumer)  # what was fetched before the tick is applied before it
+                    # Everything fetched before the tick: up to MAX_BATCH applied, the leaves in the rest noted
+                    # (their users leave the pool now; agents.lookahead). Applying all of it made ticks wait 1-1.5 s
+                    # behind Tansu's fetches of up to ~30,000 events a partition.
+                    self._held.add(await consumer.getmany(timeout_ms=0))
+                    self._apply(self._held.take(MAX_BATCH))
+                    self._held.note_leaves(self.runtime)
                     late = clock() - next_tick
                     self.stats.max_lateness_s = max(self.stats.max_lateness_s, late)
                     self.runtime.swap_pending_model()
@@ -373,34 +409,6 @@ class WorkerLoop(mode.Service):
                     # rarer, and a restart replays more instead (README, Reliability).
                     spacing = max(20.0 * held, SNAPSHOT_BUSY_FACTOR * self.stats.snapshot_ms / 1000.0)
                     next_snapshot = clock() + max(settings.snapshot_interval_s, spacing)
-
-    async def _drain(self, consumer: AIOKafkaConsumer) -> int:
-        """Apply the records the consumer has fetched but not handed out yet, and no more.
-
-        Why not "until getmany comes back empty": while the loop drains, the fetcher keeps fetching, so with a
-        backlog that chased it for 40,000-50,000 records (over a second) before each tick (bench.live backlog,
-        ticks then matched 50,000 users at once). The fetch results held at this moment are what "fetched before
-        the tick" means; they are read from aiokafka's fetcher (version pinned < 0.15). If that ever changes,
-        the drain falls back to a bound of ``DRAIN_LIMIT`` records."""
-        held = _prefetched(consumer)
-        drained = 0
-        if held is None:
-            while drained < DRAIN_LIMIT:
-                more = await consumer.getmany(timeout_ms=0, max_records=MAX_BATCH)
-                if not more:
-                    break
-                drained += self._apply(more)
-            return drained
-        assigned = consumer.assignment()
-        held = {tp: result for tp, result in held.items() if tp in assigned}
-        while held:
-            more = await consumer.getmany(*held, timeout_ms=0, max_records=MAX_BATCH)
-            if not more:
-                break
-            drained += self._apply(more)
-            now = _prefetched(consumer) or {}
-            held = {tp: result for tp, result in held.items() if now.get(tp) is result}  # same fetch, not a new one
-        return drained
 
     def _ticked(self, elapsed_ms: float) -> None:
         stats = self.stats
@@ -426,9 +434,9 @@ class WorkerLoop(mode.Service):
                 out[p] = max(0, high - applied)
         return out
 
-    def _apply(self, batch: dict[TopicPartition, list[Any]]) -> int:
+    def _apply(self, batch: list[list[Any]]) -> int:
         n = 0
-        for records in batch.values():
+        for records in batch:
             self.runtime.apply_batch(records)
             n += len(records)
         if n:
@@ -561,6 +569,7 @@ class WorkerLoop(mode.Service):
         """Own ``partitions`` (caller holds the lock): recover those not held yet, then position the consumer at
         the offset each one's state reflects."""
         new = [p for p in partitions if p not in self.runtime.claimed]
+        self.drop_held(set(partitions))  # the consumer is positioned anew below
         if new:
             self.stats.recovered.extend(
                 await recover(self.runtime, self.runtime.settings, self.bootstrap, self._pointers, new, self.positions)
@@ -568,6 +577,10 @@ class WorkerLoop(mode.Service):
         assert self._consumer is not None
         for p in partitions:
             self._consumer.seek(TopicPartition(self.events_topic, p), self.runtime.claimed[p])
+
+    def drop_held(self, partitions: set[int]) -> None:
+        """Forget fetched, unapplied records of ``partitions`` (caller holds the lock; their position is reset)."""
+        self._held.drop(partitions)
 
     async def _rebuild(self) -> None:
         """Drop and recover the partitions whose outputs were not delivered (caller holds the lock)."""
@@ -580,11 +593,51 @@ class WorkerLoop(mode.Service):
         await self.adopt(parts)
 
 
-def _prefetched(consumer: AIOKafkaConsumer) -> dict[TopicPartition, object] | None:
-    """The fetch results the consumer holds, by partition (aiokafka 0.14: ``Fetcher._records``, one per partition
-    until it is handed out whole); None where that is not available."""
-    records = getattr(getattr(consumer, "_fetcher", None), "_records", None)
-    return dict(records) if isinstance(records, dict) else None
+@dataclass(slots=True)
+class _Fetched:
+    records: list[Any]  # one partition's, in offset order
+    noted: bool = False  # their leaves were noted (``WorkerRuntime.note_leaves``)
+
+
+class _Held:
+    """Records fetched and not applied yet, in fetch order. Records are added only when none are held, except for
+    the pull before a tick, so this holds at most one fetch of each partition beyond a batch. Whoever changes a
+    partition's position (revoke, recovery) drops its records here."""
+
+    def __init__(self) -> None:
+        self._parts: deque[_Fetched] = deque()
+
+    def __bool__(self) -> bool:
+        return bool(self._parts)
+
+    def add(self, fetched: dict[TopicPartition, list[Any]]) -> None:
+        self._parts.extend(_Fetched(records) for records in fetched.values() if records)
+
+    def take(self, limit: int) -> list[list[Any]]:
+        """Up to ``limit`` records from the front, as lists of one partition each."""
+        out: list[list[Any]] = []
+        while self._parts and limit > 0:
+            part = self._parts[0]
+            if len(part.records) <= limit:
+                self._parts.popleft()
+                out.append(part.records)
+                limit -= len(part.records)
+            else:
+                out.append(part.records[:limit])
+                part.records = part.records[limit:]
+                limit = 0
+        return out
+
+    def note_leaves(self, runtime: WorkerRuntime) -> None:
+        """Let the runtime note the leaves among the held records (each record once)."""
+        for part in self._parts:
+            if not part.noted:
+                runtime.note_leaves(part.records)
+                part.noted = True
+
+    def drop(self, partitions: set[int]) -> None:
+        """Forget the records of ``partitions`` (their position is being reset)."""
+        self._parts = deque(part for part in self._parts if part.records[0].partition not in partitions)
 
 
 def _yield_gil() -> None:

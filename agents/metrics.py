@@ -94,6 +94,15 @@ def prometheus(loop: WorkerLoop) -> str:
         "events_replayed_total", "counter", "Events replayed while recovering partitions.",
         [("", float(sum(r.events_replayed for r in stats.recovered)))],
     )  # fmt: skip
+    metric(
+        "tail_events_total", "counter",
+        "Events recovered partitions had after their last decision, applied by the loop while it ticked.",
+        [("", float(sum(r.tail_events for r in stats.recovered)))],
+    )  # fmt: skip
+    metric(
+        "catching_up_partitions", "gauge", "Recovered partitions whose log tail is still being applied.",
+        [("", float(len(runtime.catch_up)))],
+    )  # fmt: skip
     metric("snapshots_total", "counter", "Checkpoints written (every owned partition each).", [("", stats.snapshots)])
     metric("gc_frozen_objects", "gauge", "Objects frozen out of GC passes (see agents.heap).",
            [("", float(loop.freezer.frozen()))])  # fmt: skip

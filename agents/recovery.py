@@ -6,11 +6,20 @@ For each partition ``p`` assigned to this worker:
 1. load the newest snapshot of ``p`` (``stream.snapshots``: pointer -> chunks), or start empty at offset 0;
 2. read ``decisions`` p and ``labels`` p from the snapshot's offsets up to their high watermarks: the decisions
    taken after the snapshot, and the match ids already labelled;
-3. replay ``events`` p from the snapshot's events offset up to its high watermark through the normal batch path,
-   re-applying each published decision at its place (its ``events_offset``: the tick had applied every event
-   before it and none after) instead of deciding again; dead letters and labels published before are not sent
-   again, labels lost in the crash are;
-4. claim ``p`` at the offset the replay reached; the worker loop resumes consuming there and ticks ``p``.
+3. replay ``events`` p from the snapshot's events offset up to its last published decision through the normal
+   batch path, re-applying each published decision at its place (its ``events_offset``: the tick had applied
+   every event before it and none after) instead of deciding again; dead letters and labels published before are
+   not sent again, labels lost in the crash are; the matches whose label was published are closed;
+4. read on to the high watermark without applying: the *tail* (events no decision followed), noting its leaves
+   (``agents.lookahead``: those users leave the pool now);
+5. claim ``p`` at the offset the replay reached; the worker loop consumes the tail like any events, ticking
+   meanwhile, with the tail's own times and label deadlines held back until it is through
+   (``WorkerRuntime.catch_up_to``), and then goes on as usual.
+
+Why the tail is not replayed before the first tick (it was): with a backlog, that meant one long replay and then
+one giant tick (bench.live backlog, 200,000 events: 4.4-6 s of replay, then a 2.7-4.5 s tick of 100,000 waiting
+users, nobody matched for ~8 s). Reading the tail for its leaves costs ~2 us an event; the users see decisions
+from the first tick on, and no one whose leave is in the tail is matched.
 
 A decision delivered after the recovering worker read the decisions tail (a zombie: the old owner paused past its
 session timeout and then resumed) is not seen; without transactions nothing can fence it (README, Reliability).
@@ -49,6 +58,8 @@ class Recovered:
     snapshot_offset: int | None
     waiting_restored: int
     events_replayed: int
+    tail_events: int  # events after the last published decision, left to the worker loop
+    left_early: int  # users who left the pool at once: their leave is in the tail (agents.lookahead)
     decisions_reapplied: int
     labels_published: int
     seconds: float
@@ -117,14 +128,28 @@ async def recover(
     before = {p: runtime.claimed[p] for p in partitions}
     runtime.replaying, runtime.published_labels = True, set(published)
     try:
-        await _replay(runtime, settings, bootstrap, pending)
+        tails, early = await _replay(runtime, settings, bootstrap, pending)
     finally:
         runtime.replaying, runtime.published_labels = False, set()
         runtime.quiet_below.clear()
+    # Before the tail: its chat-ends of these matches then count as late, as they did before the restart.
     closed = runtime.labels.close_published(published, runtime.clock())
+    replayed = {p: runtime.claimed[p] - before[p] for p in partitions}
+    for p in partitions:
+        runtime.catch_up_to(p, tails[p])
     seconds = time.perf_counter() - started
     out = [
-        Recovered(p, snap_at[p], waiting[p], runtime.claimed[p] - before[p], counts[p], closed, seconds)
+        Recovered(
+            p,
+            snap_at[p],
+            waiting[p],
+            replayed[p],
+            max(0, tails[p] - runtime.claimed[p]),
+            early[p],
+            counts[p],
+            closed,
+            seconds,
+        )
         for p in partitions
     ]
     for item in out:
@@ -135,6 +160,8 @@ async def recover(
                 "snapshot_offset": item.snapshot_offset,
                 "waiting_restored": item.waiting_restored,
                 "events_replayed": item.events_replayed,
+                "tail_events": item.tail_events,
+                "left_early": item.left_early,
                 "decisions_reapplied": item.decisions_reapplied,
                 "recovery_s": round(seconds, 3),
             },
@@ -157,11 +184,15 @@ def _decode(rec: ConsumerRecord[bytes, bytes]) -> object:
 
 async def _replay(
     runtime: WorkerRuntime, settings: Settings, bootstrap: str, pending: dict[int, deque[MatchDecision]]
-) -> None:
-    """Replay events of the partitions of ``pending`` from their claimed offsets to the high watermark, with each
-    pending decision re-applied before the first event its tick had not applied."""
+) -> tuple[dict[int, int], dict[int, int]]:
+    """Replay events of the partitions of ``pending`` from their claimed offsets up to ``runtime.quiet_below`` (the
+    last published decision's place), with each pending decision re-applied before the first event its tick had
+    not applied; read the rest (the tail) up to the high watermark and note its leaves. Returns where each
+    partition's tail ends, and how many users left the pool early because of a leave in it."""
     topic = settings.topic(names.EVENTS)
     starts = {TopicPartition(topic, p): runtime.claimed[p] for p in pending}
+    tails = {p: runtime.claimed[p] for p in pending}
+    early = dict.fromkeys(pending, 0)
     # The heap grows by every replayed user: frozen as the loop does (agents.heap), or full collections walk all
     # of it again and again (a 200,000-event replay: ~25 % slower, in-process).
     freezer = Freezer()
@@ -172,15 +203,25 @@ async def _replay(
                 for rec in batch:
                     by_part.setdefault(rec.partition, []).append(rec)
                 for p, records in by_part.items():
-                    replay_records(runtime, records, pending[p])
+                    stop = runtime.quiet_below.get(p, 0)
+                    cut = next((i for i, rec in enumerate(records) if rec.offset >= stop), len(records))
+                    if cut:
+                        replay_records(runtime, records[:cut], pending[p])
+                    if cut < len(records):  # all replayed up to here: the rest are the tail's
+                        queue = pending[p]
+                        while queue:  # the decisions placed at the tail's start, before its leaves are noted
+                            runtime.apply_decision(queue.popleft())
+                        early[p] += runtime.note_leaves(records[cut:])
+                    tails[p] = max(tails[p], records[-1].offset + 1)
                 freezer.maybe()
-            # Decisions the log places after the high watermark we saw cannot exist unless events arrived since:
-            # read on until every decision found its place.
-            if all(not q or (q[-1].events_offset or 0) <= runtime.claimed[p] for p, q in pending.items()):
+            # A decision placed after the high watermark we saw cannot exist unless events arrived since: read on
+            # until every partition reached its last decision.
+            if all(runtime.claimed[p] >= runtime.quiet_below.get(p, 0) for p in pending):
                 break
         for queue in pending.values():
             while queue:
                 runtime.apply_decision(queue.popleft())
+    return tails, early
 
 
 def replay_records(runtime: WorkerRuntime, records: Sequence[Message], queue: deque[MatchDecision]) -> None:

@@ -22,6 +22,7 @@ from typing import NamedTuple, Protocol
 import numpy as np
 import numpy.typing as npt
 
+from tickmatch.agents.lookahead import LEAVE_MARK, LeavesAhead
 from tickmatch.agents.sink import Sink
 from tickmatch.agents.tickets import JoinTickets
 from tickmatch.experiments.switchback import Assignment, Experiment
@@ -155,6 +156,10 @@ class WorkerRuntime:
         self.route_partitions = False
         self.partition_count = settings.partitions
         self.published_labels: set[str] = set()
+        # Recovered partitions whose log tail the loop is applying, up to which offset (``catch_up``), and leaves
+        # noted but not applied yet, in that tail or in what the loop fetched (``agents.lookahead``).
+        self.catch_up: dict[int, int] = {}
+        self.leaves_ahead = LeavesAhead()
 
     @property
     def model_version(self) -> str:
@@ -250,22 +255,16 @@ class WorkerRuntime:
         self.events += len(messages)
         decoded: list[tuple[Message, InputEvent, float]] = []
         now = self.clock()
-        skew = self.settings.max_clock_skew_s
+        catching_up = self.catch_up
         for msg in messages:
+            # Replay, and a recovered partition's tail (:meth:`catch_up_to`), take each record's time from its Kafka
+            # timestamp: join times and chat-end deadlines come out as the live worker had them (within its fetch
+            # delay), not as of the recovery.
+            at = now
+            if self.replaying or (catching_up and msg.offset < catching_up.get(msg.partition, -1)):
+                at = msg.timestamp / 1000.0
             try:
-                event, unknown = decode_event_fields(msg.value)
-                if msg.key is not None and msg.key != event.shard.encode():
-                    raise DecodeError("key-mismatch", f"message key {msg.key!r} differs from shard {event.shard!r}")
-                # Replay takes each record's time from its Kafka timestamp: join times and chat-end deadlines
-                # come out as the live worker had them (within its fetch delay), not as of the recovery.
-                at = msg.timestamp / 1000.0 if self.replaying else now
-                ts = _event_time(event)
-                if abs(ts - at) > skew:
-                    raise DecodeError(
-                        "implausible-time",
-                        f"{event.TYPE} time {ts!r} is {ts - at:+.0f} s from the worker's clock (limit +-{skew:.0f} s); "
-                        "times are seconds since the epoch",
-                    )
+                event, unknown = self._checked(msg, at)
             except DecodeError as exc:
                 self._reject(msg, exc.reason, str(exc))
                 continue
@@ -288,18 +287,81 @@ class WorkerRuntime:
                 emb[idx] = self.pinned[shard].embed(raw[idx])
         j = 0
         applied = 0
+        ahead = self.leaves_ahead
         for msg, event, at in decoded:
             try:
                 if type(event) is Join:
-                    self._join(event, msg.partition, at, raw[j], emb[j], profiles[j])
+                    queue = not (ahead and ahead.join_is_moot((event.shard, event.user_id), msg.offset))
+                    self._join(event, msg.partition, at, raw[j], emb[j], profiles[j], queue)
                     j += 1
                 else:
+                    if ahead and type(event) is Leave:
+                        ahead.applied((event.shard, event.user_id), msg.offset)
                     self.apply(event, msg.partition, at)
             except PoolError as exc:
                 self._reject(msg, "rejected", str(exc))
                 continue
             applied += 1
+        if catching_up:
+            self._end_catch_up()
         return applied
+
+    def _checked(self, msg: Message, at: float) -> tuple[InputEvent, list[str]]:
+        """Decode and validate one message received at ``at``; raises :class:`DecodeError` with the reason."""
+        event, unknown = decode_event_fields(msg.value)
+        if msg.key is not None and msg.key != event.shard.encode():
+            raise DecodeError("key-mismatch", f"message key {msg.key!r} differs from shard {event.shard!r}")
+        ts = _event_time(event)
+        skew = self.settings.max_clock_skew_s
+        if abs(ts - at) > skew:
+            raise DecodeError(
+                "implausible-time",
+                f"{event.TYPE} time {ts!r} is {ts - at:+.0f} s from the worker's clock (limit +-{skew:.0f} s); "
+                "times are seconds since the epoch",
+            )
+        return event, unknown
+
+    # -- leaves ahead, catching up (agents.lookahead) ------------------------------------------------------------
+    def note_leaves(self, messages: Sequence[Message]) -> int:
+        """Note the leaves among ``messages`` (not applied yet, of claimed partitions, in offset order per
+        partition): their users leave the pool now and joins of theirs before the leave are not queued
+        (``agents.lookahead``). Returns how many users left early."""
+        early = 0
+        for msg in messages:
+            value = msg.value
+            if not value or LEAVE_MARK not in value:
+                continue  # not a leave: not decoded
+            if self.guarded and msg.offset < self.claimed.get(msg.partition, msg.offset + 1):
+                continue  # applied already, or not a partition of ours
+            try:
+                event, _ = self._checked(msg, msg.timestamp / 1000.0)
+            except DecodeError:
+                continue  # the loop dead-letters it when it applies it
+            if type(event) is not Leave:
+                continue
+            if self.route_partitions and msg.partition != partition_for(event.shard, self.partition_count):
+                continue  # re-routed, applied where it belongs
+            self.leaves_ahead.note((event.shard, event.user_id), msg.offset)
+            pool = self.pools.get(event.shard)
+            if pool is not None and pool.remove(event.user_id) is not None:
+                early += 1
+        if early:
+            self.count("leaves.early", early)
+        return early
+
+    def catch_up_to(self, partition: int, until: int) -> None:
+        """``partition`` (recovered up to its claimed offset) has a tail up to ``until``, whose leaves were noted:
+        until the loop has applied it, its records take their Kafka timestamps as their time and label deadlines
+        are not swept (a chat-end further down the tail must not be pre-empted by a label computed at the wall
+        clock; ``agents.recovery``)."""
+        if until > self.claimed.get(partition, 0):
+            self.catch_up[partition] = until
+
+    def _end_catch_up(self) -> None:
+        for partition, until in list(self.catch_up.items()):
+            if self.claimed.get(partition, until) >= until:
+                del self.catch_up[partition]
+                log.info("partition caught up", extra={"partition": partition, "offset": until})
 
     def _unseen(self, messages: Sequence[Message]) -> list[Message]:
         """The messages of claimed partitions not applied yet; advances each partition's claimed offset."""
@@ -376,13 +438,19 @@ class WorkerRuntime:
         raw: npt.NDArray[np.float32],
         emb: npt.NDArray[np.float32],
         attrs: dict[str, str | None],
+        queue: bool = True,
     ) -> None:
+        """``queue`` False: the join is recorded (its ticket) but the user not queued (a leave of theirs follows,
+        ``agents.lookahead``)."""
         shard, user, ticket = event.shard, event.user_id, event.ticket
         self.shard_partition[shard] = partition
         if self.tickets.seen(shard, user, ticket):
             self.count("joins.duplicate")  # a retry changes nothing (see tickmatch.agents.tickets)
             return
         self.tickets.add(shard, user, ticket, now)
+        if not queue:
+            self.count("joins.leaving")
+            return
         wants = {"country": event.want_country, "language": event.want_language, "gender": event.want_gender}
         self.pool(shard).add(user, now, emb, attrs, wants, blocked=event.blocked, raw=raw)
         self.activity[shard].arrivals += 1
@@ -435,7 +503,8 @@ class WorkerRuntime:
                 self._label(label)
             for end, outcome in rejected:
                 self._reject_end(end, outcome.value, f"held chat-end rejected: {outcome.value}")
-        self.sweep_labels(now)
+        if not self.catch_up:  # deadlines wait while a recovered tail is applied (catch_up_to)
+            self.sweep_labels(now)
         stats = TickStats(
             worker=self.worker,
             tick_id=self.tick_id,
@@ -599,7 +668,9 @@ class WorkerRuntime:
             del self.shard_partition[shard]
         for partition in partitions:
             self.claimed.pop(partition, None)
+            self.catch_up.pop(partition, None)
         self.tickets.drop_shards(set(gone))
+        self.leaves_ahead.forget_shards(set(gone))
         dropped = self.labels.forget_shards(set(gone))
         if gone:
             log.info("partitions revoked", extra={"shards": gone, "open_matches_dropped": dropped})

@@ -1,6 +1,7 @@
 """The worker loop's scheduling, with a scripted consumer and producer in place of Kafka: what was fetched before a
-tick is applied before it (a fetched leave is never matched past), ticks never run back to back, outputs are sent
-after the tick that made them."""
+tick is applied before it, up to a batch, and the leaves in the rest are noted (a fetched leave is never matched
+past, and a backlog does not hold the tick up), ticks never run back to back, outputs are sent after the tick that
+made them."""
 
 from __future__ import annotations
 
@@ -9,8 +10,10 @@ from collections import deque
 from types import SimpleNamespace
 from typing import Any
 
+import pytest
 from aiokafka import TopicPartition
 
+from tickmatch.agents import ingest
 from tickmatch.agents.ingest import WorkerLoop
 from tickmatch.agents.runtime import WorkerRuntime
 from tickmatch.agents.sink import TopicSink
@@ -84,7 +87,7 @@ async def run_loop(
     runtime = WorkerRuntime(settings, sink, ManualClock())
     loop = OneTick(runtime, sink, "127.0.0.1:9")
     runtime.claimed[TP.partition] = 0  # as if adopted: the loop guards offsets of the partitions it owns
-    runtime.guarded = True
+    runtime.guarded, loop.rebalancing = True, False
     loop.ticks_wanted = ticks
     loop.tick_starts = []
     consumer, producer = ScriptedConsumer(script), RecordingProducer()
@@ -107,11 +110,11 @@ def decisions(producer: RecordingProducer) -> list[tuple[str, str]]:
 async def test_a_leave_fetched_before_the_tick_is_applied_before_it() -> None:
     joins: list[Record] = [Join(u, "s", 1.0) for u in "abcd"]
     # the joins take the whole tick interval to arrive, so the tick is due right after them; the leave was already
-    # fetched by then (the next answer, at no extra time): the drain must apply it before the tick matches "a"
+    # fetched by then (the next answer, at no extra time): the loop must apply it before the tick matches "a"
     loop, producer, consumer = await run_loop([(0.6, joins), (0.0, [Leave("a", "s", 2.0)])])
     pairs = decisions(producer)
     assert len(pairs) == 1 and "a" not in pairs[0], pairs
-    assert 0 in consumer.calls  # the drain asked for what was buffered without waiting
+    assert 0 in consumer.calls  # it asked for what was buffered without waiting
     assert loop.stats.events == 5 and loop.stats.ticks == 1
 
 
@@ -144,12 +147,12 @@ class FetchingConsumer(ScriptedConsumer):
         return out
 
 
-async def test_the_drain_applies_what_was_fetched_but_does_not_chase_the_fetcher() -> None:
+async def test_before_a_tick_the_loop_takes_what_was_fetched_but_does_not_chase_the_fetcher() -> None:
     settings = Settings(app_id="loop", tick_interval_s=0.5)
     sink = TopicSink(settings)
     runtime = WorkerRuntime(settings, sink, ManualClock())
     loop = OneTick(runtime, sink, "127.0.0.1:9")
-    runtime.claimed[TP.partition], runtime.guarded = 0, True
+    runtime.claimed[TP.partition], runtime.guarded, loop.rebalancing = 0, True, False
     loop.tick_starts = []
     # a..d arrive as the tick falls due; the leave of "a" is buffered by then; e and f arrive from the fetch that
     # handing out the leave started: after the tick was due, so they wait for the next one
@@ -165,6 +168,29 @@ async def test_the_drain_applies_what_was_fetched_but_does_not_chase_the_fetcher
     assert loop.stats.events == 5 and TP in consumer._fetcher._records  # e and f still buffered
 
 
+async def test_a_backlog_held_at_the_tick_is_applied_in_part_and_its_leaves_are_noted(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(ingest, "MAX_BATCH", 3)  # records applied at a time
+    # a..d are waiting when the tick falls due; then the pull brings a backlog of 6 events: 3 are applied before
+    # the tick, the rest held. Their leaves are noted: "a" (waiting) and "x" (joins in the held part, then leaves)
+    # are never matched; "e" (applied) and "y" (held join, no leave) are matched or wait as usual.
+    backlog: list[Record] = [Join("e", "s", 1.0), Join("f", "s", 1.0), Leave("f", "s", 2.0)]
+    backlog += [Join("x", "s", 1.0), Leave("x", "s", 2.0), Leave("a", "s", 2.0)]
+    loop, producer, _ = await run_loop(
+        [(0.2, [Join("a", "s", 1.0), Join("b", "s", 1.0)]), (0.4, [Join("c", "s", 1.0), Join("d", "s", 1.0)]),
+         (0.0, backlog)], ticks=2,
+    )  # fmt: skip
+    first, second = loop.runtime.counters, decisions(producer)
+    assert not {"a", "f", "x"} & {user for pair in second for user in pair}, second
+    assert len(second) == 2 and {user for pair in second for user in pair} == {"b", "c", "d", "e"}
+    assert first["leaves.early"] == 1  # "a": out of the pool as soon as its leave was seen
+    assert first["joins.leaving"] == 1  # "x": its join recorded, not queued
+    assert loop.stats.events == 10 and "x" not in loop.runtime.pools["s"]
+    stats = [decode_record(v) for t, v in producer.sent if t == "ticks"]
+    assert [r.events for r in stats if r.TYPE == "tick-stats"] == [7, 10]  # type: ignore[attr-defined]
+
+
 async def test_outputs_leave_after_the_tick_and_ticks_do_not_run_back_to_back() -> None:
     # an answer that takes 1.2 s (2.4 intervals): the tick after it starts 0.8 s late, and the next one comes a whole
     # interval after it instead of at once to catch up
@@ -174,3 +200,31 @@ async def test_outputs_leave_after_the_tick_and_ticks_do_not_run_back_to_back() 
     assert [round(t, 6) for t in loop.tick_starts] == [1.3, 1.8, 2.3]
     ticks = [decode_record(v) for t, v in producer.sent if t == "ticks"]
     assert [r.tick_id for r in ticks if r.TYPE == "tick-stats"] == [1, 2, 3]  # type: ignore[attr-defined]
+
+
+async def test_nothing_is_applied_or_ticked_while_a_revoke_waits_for_the_state() -> None:
+    settings = Settings(app_id="loop", tick_interval_s=0.5)
+    sink = TopicSink(settings)
+    runtime = WorkerRuntime(settings, sink, ManualClock())
+    loop = OneTick(runtime, sink, "127.0.0.1:9")
+    runtime.claimed[TP.partition], runtime.guarded, loop.rebalancing = 0, True, False
+    loop.tick_starts = []
+
+    class RevokedWhileFetching(ScriptedConsumer):
+        """The group starts a rebalance while the loop waits for the answer that makes a tick due."""
+
+        async def getmany(self, timeout_ms: int = 0, max_records: int | None = None) -> dict[TopicPartition, list[Any]]:
+            out = await super().getmany(timeout_ms=timeout_ms, max_records=max_records)
+            if len(self.calls) == 2:
+                loop.rebalancing = True  # what the revoke callback does before it waits for the lock
+                loop.ticks_wanted = 0  # and end the test after this iteration
+            return out
+
+    consumer = RevokedWhileFetching([(0.1, [Join("a", "s", 1.0)]), (0.5, [Join("b", "s", 1.0)])])
+    producer = RecordingProducer()
+    loop._consumer, loop._producer = consumer, producer  # type: ignore[assignment]
+    loop.monotonic = consumer.clock
+    await loop.run_until_stopped()
+    runtime.close()
+    assert loop.stats.events == 1 and loop.stats.ticks == 0 and decisions(producer) == []
+    assert bool(loop._held)  # "b" waits: the revoke drops it, or the loop applies it once the rebalance ends

@@ -21,6 +21,7 @@ from tickmatch.learning.features import RAW_DIM
 from tickmatch.matching.columnlog import ColumnView
 from tickmatch.matching.filters import FILTER_ATTRS
 from tickmatch.schemas import ChatEnd, Join, Leave, MatchDecision, ProfileUpdate, Record
+from tickmatch.schemas.codec import decode_event
 from tickmatch.stream.settings import Settings
 from tickmatch.testing import ManualClock, Msg, RecordingSink
 
@@ -276,3 +277,94 @@ def test_bytes_that_are_not_a_snapshot_of_this_format_are_refused_with_a_reason(
     for blob, reason in cases:
         with pytest.raises(snapshots.SnapshotError, match=reason):
             snapshots.decode(blob)
+
+
+def tail_traffic(live: WorkerRuntime, clock: ManualClock, log: Log) -> list[Msg]:
+    """Events after the last decision (no tick): new joins, leaves of waiting and of tail users, a user who leaves
+    and comes back, profile updates, a chat-end, a retried join; logged and applied live, in batches."""
+    waiting = [u.user_id for u in live.pools["s"].export()][:6]
+    records: list[Record] = [Join(f"n{i}", "s", clock(), country=f"c{i % 3}", join_id=f"n{i}") for i in range(12)]
+    records += [
+        Leave(waiting[0], "s", clock()),
+        Leave("n1", "s", clock()),
+        ProfileUpdate("n2", "s", clock(), age_band="x"),
+    ]
+    records += [Leave("n3", "s", clock()), Join("n3", "s", clock(), join_id="n3-again"), Join("n4", "s", clock())]
+    records += [
+        Leave(waiting[1], "s", clock()),
+        Join(waiting[1], "s", clock(), join_id="back"),
+        Leave("n5", "s", clock()),
+    ]
+    open_ = next(iter(live.labels._open.values())).decision
+    records.append(ChatEnd(open_.match_id, open_.user_a, open_.shard, clock(), "hangup"))
+    start = len(log.messages)
+    for i in range(0, len(records), 5):
+        live.apply_batch(log.batch(*records[i : i + 5]))
+        clock.advance(0.125)  # exact in milliseconds: record timestamps give back the live times
+    return log.messages[start:]
+
+
+def test_a_tail_noted_and_applied_in_parts_ends_as_its_full_replay() -> None:
+    clock = ManualClock()
+    live, sink = live_runtime(clock)
+    log = Log(clock)
+    traffic(live, sink, clock, log)
+    tail = tail_traffic(live, clock, log)
+    decided = deque(sorted(sink.decisions, key=lambda d: d.events_offset or 0))
+
+    whole, _ = live_runtime(ManualClock(clock()))
+    whole.replaying = True
+    replay_records(whole, log.messages, deque(decided))
+    whole.replaying = False
+
+    caught, _ = live_runtime(ManualClock(clock()))
+    caught.replaying = True
+    replay_records(caught, log.messages[: tail[0].offset], deque(decided))
+    caught.replaying = False
+    early = caught.note_leaves(tail)
+    caught.catch_up_to(0, tail[-1].offset + 1)
+    assert early == 2  # the two waiting users whose leave is in the tail (one of them comes back after it)
+    for i in range(0, len(tail), 4):
+        assert caught.catch_up  # until the last record is applied
+        caught.apply_batch(tail[i : i + 4])
+    assert not caught.catch_up and not caught.leaves_ahead
+    published = {label.match_id: label.shard for label in sink.labels}  # recovery closes them (test above)
+    for runtime in (whole, caught):
+        runtime.labels.close_published(published, clock())
+    assert state(caught) == state(whole) == state(live)
+    assert caught.counters["joins.leaving"] == 3  # n1, n5 and n3 joined, then left in the tail: not queued
+
+
+def test_ticks_during_a_tail_match_no_one_who_leaves_in_it_and_hold_label_deadlines() -> None:
+    clock = ManualClock()
+    live, sink = live_runtime(clock)
+    log = Log(clock)
+    traffic(live, sink, clock, log)
+    tail = tail_traffic(live, clock, log)
+    decided = deque(sorted(sink.decisions, key=lambda d: d.events_offset or 0))
+    leaving = {m.user_id for m in (decode_event(t.value) for t in tail) if isinstance(m, Leave)} - {"n3"}
+    restart = ManualClock(clock.advance(SETTINGS.censor_after_s + 5))  # every open match is past its deadline
+
+    caught, out = live_runtime(restart)
+    caught.replaying = True
+    replay_records(caught, log.messages[: tail[0].offset], deque(decided))
+    caught.replaying = False
+    replayed = len(out.labels)  # labels of chat-ends in the replay (none published in this test)
+    caught.note_leaves(tail)
+    caught.catch_up_to(0, tail[-1].offset + 1)
+    caught.apply_batch(tail[:12])  # the new joins
+    caught.tick()
+    matched = {u for d in out.decisions for u in (d.user_a, d.user_b)}
+    assert matched and not matched & leaving, matched & leaving
+    joined = {t.offset: t.timestamp / 1000.0 for t in tail}
+    for d in out.decisions:  # waits count from the log's join times, not from the restart
+        assert d.wait_a_s > SETTINGS.censor_after_s and d.wait_b_s > SETTINGS.censor_after_s
+    assert min(joined.values()) < restart() - SETTINGS.censor_after_s
+    assert out.labels[replayed:] == []  # deadlines held: the chat-end further down the tail labels its match
+    caught.apply_batch(tail[12:])
+    assert not caught.catch_up
+    caught.tick()
+    after = {label.match_id: label for label in out.labels[replayed:]}
+    ended = decode_event(tail[-1].value)
+    assert isinstance(ended, ChatEnd) and not after[ended.match_id].censored  # from its chat-end, not censored
+    assert any(label.censored for label in after.values())  # the others' deadlines are swept now

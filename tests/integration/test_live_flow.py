@@ -126,6 +126,8 @@ def test_ready_answers_503_until_the_worker_ticks_and_metrics_show_the_figures(l
         'tickmatch_model_info{version="heuristic-v2"} 1',
         "tickmatch_recovery_seconds",
         "tickmatch_events_replayed_total",
+        "tickmatch_tail_events_total",
+        "tickmatch_catching_up_partitions",
     ):
         assert series in text, series
     assert "tickmatch_waiting_users{shard=" in text
