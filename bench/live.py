@@ -7,9 +7,10 @@ Three modes (all by default):
   the moment it started reading them to the end of the matching work of the first tick whose tick-stats record
   (``events``: cumulative input events applied) counts them all (by then all are applied and matched; the start of
   the tick after it is reported too, as ``*_second_tick``). It starts reading them in its
-  recovery (a fresh worker rebuilds its partitions from the log before its first tick: the start is the
-  "partition recovered" log line's time minus its ``recovery_s``), or, where recovery read none, after the last
-  tick that had seen no event (conservative by up to one tick interval), so use a backlog of many seconds of work.
+  recovery (a fresh worker reads its partitions' logs first: the start is the "partition recovered" log line's time
+  minus its ``recovery_s``; the events after the last decision, here all of them, it then applies while ticking),
+  or, where recovery read none, after the last tick that had seen no event (conservative by up to one tick
+  interval), so use a backlog of many seconds of work.
   The reference is a plain aiokafka consumer that reads and msgpack-decodes the same topic, measured in the same
   run: ``ratio_to_plain`` = worker / plain rate.
 - **burst** (``--mode burst``): ``--burst-base`` joins/s, ten times that for ``--burst-seconds``, then the base
