@@ -327,14 +327,18 @@ class WorkerRuntime:
         partition): their users leave the pool now and joins of theirs before the leave are not queued
         (``agents.lookahead``). Returns how many users left early."""
         early = 0
+        now = self.clock()
         for msg in messages:
             value = msg.value
             if not value or LEAVE_MARK not in value:
                 continue  # not a leave: not decoded
             if self.guarded and msg.offset < self.claimed.get(msg.partition, msg.offset + 1):
                 continue  # applied already, or not a partition of ours
+            at = now  # the time apply_batch will check it against (within the seconds until it applies it)
+            if self.replaying or msg.offset < self.catch_up.get(msg.partition, -1):
+                at = msg.timestamp / 1000.0
             try:
-                event, _ = self._checked(msg, msg.timestamp / 1000.0)
+                event, _ = self._checked(msg, at)
             except DecodeError:
                 continue  # the loop dead-letters it when it applies it
             if type(event) is not Leave:
