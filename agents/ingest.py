@@ -570,13 +570,18 @@ class WorkerLoop(mode.Service):
         the offset each one's state reflects."""
         new = [p for p in partitions if p not in self.runtime.claimed]
         self.drop_held(set(partitions))  # the consumer is positioned anew below
+        kept: dict[int, list[Any]] = {}  # recovered tails' records, read once (agents.recovery)
         if new:
+            settings = self.runtime.settings
             self.stats.recovered.extend(
-                await recover(self.runtime, self.runtime.settings, self.bootstrap, self._pointers, new, self.positions)
+                await recover(self.runtime, settings, self.bootstrap, self._pointers, new, self.positions, kept)
             )
+        self._held.add_read(kept)
         assert self._consumer is not None
         for p in partitions:
-            self._consumer.seek(TopicPartition(self.events_topic, p), self.runtime.claimed[p])
+            records = kept.get(p)
+            start = records[-1].offset + 1 if records else self.runtime.claimed[p]
+            self._consumer.seek(TopicPartition(self.events_topic, p), start)
 
     def drop_held(self, partitions: set[int]) -> None:
         """Forget fetched, unapplied records of ``partitions`` (caller holds the lock; their position is reset)."""
@@ -612,6 +617,10 @@ class _Held:
 
     def add(self, fetched: dict[TopicPartition, list[Any]]) -> None:
         self._parts.extend(_Fetched(records) for records in fetched.values() if records)
+
+    def add_read(self, records: dict[int, list[Any]]) -> None:
+        """Records read (and their leaves noted) elsewhere: a recovery's tails."""
+        self._parts.extend(_Fetched(part, noted=True) for part in records.values() if part)
 
     def take(self, limit: int) -> list[list[Any]]:
         """Up to ``limit`` records from the front, as lists of one partition each."""

@@ -47,6 +47,7 @@ from tickmatch.stream.snapshots import Pointers, read_blob
 
 log = logging.getLogger(__name__)
 
+KEEP_TAIL = 250_000  # tail records kept in memory for the loop (~90 MB at most); beyond, it fetches them again
 Positions = dict[tuple[str, int], int]  # (topic, partition) -> next offset after this worker's last known output
 
 
@@ -72,9 +73,13 @@ async def recover(
     pointers: Pointers,
     partitions: Sequence[int],
     positions: Positions,
+    kept: dict[int, list[ConsumerRecord[bytes, bytes]]] | None = None,
 ) -> list[Recovered]:
     """Recover ``partitions`` into ``runtime`` (which holds none of their shards); updates ``positions`` with the
-    decisions/labels offsets read up to. The caller holds the worker's state lock."""
+    decisions/labels offsets read up to. The caller holds the worker's state lock.
+
+    ``kept``: where to leave the tail's records read here (each partition's from its claimed offset on, up to
+    ``KEEP_TAIL`` records in all), so that the loop applies them without fetching and unpacking them again."""
     started = time.perf_counter()
     decisions_topic, labels_topic = settings.topic(names.DECISIONS), settings.topic(names.LABELS)
     snaps: dict[int, snapshots.PartitionSnapshot | None] = {}
@@ -128,7 +133,7 @@ async def recover(
     before = {p: runtime.claimed[p] for p in partitions}
     runtime.replaying, runtime.published_labels = True, set(published)
     try:
-        tails, early = await _replay(runtime, settings, bootstrap, pending)
+        tails, early = await _replay(runtime, settings, bootstrap, pending, kept)
     finally:
         runtime.replaying, runtime.published_labels = False, set()
         runtime.quiet_below.clear()
@@ -183,7 +188,11 @@ def _decode(rec: ConsumerRecord[bytes, bytes]) -> object:
 
 
 async def _replay(
-    runtime: WorkerRuntime, settings: Settings, bootstrap: str, pending: dict[int, deque[MatchDecision]]
+    runtime: WorkerRuntime,
+    settings: Settings,
+    bootstrap: str,
+    pending: dict[int, deque[MatchDecision]],
+    kept: dict[int, list[ConsumerRecord[bytes, bytes]]] | None = None,
 ) -> tuple[dict[int, int], dict[int, int]]:
     """Replay events of the partitions of ``pending`` from their claimed offsets up to ``runtime.quiet_below`` (the
     last published decision's place), with each pending decision re-applied before the first event its tick had
@@ -193,6 +202,8 @@ async def _replay(
     starts = {TopicPartition(topic, p): runtime.claimed[p] for p in pending}
     tails = {p: runtime.claimed[p] for p in pending}
     early = dict.fromkeys(pending, 0)
+    room = KEEP_TAIL if kept is not None else 0
+    full: set[int] = set()  # partitions whose kept records stopped short of their tail's end
     # The heap grows by every replayed user: frozen as the loop does (agents.heap), or full collections walk all
     # of it again and again (a 200,000-event replay: ~25 % slower, in-process).
     freezer = Freezer()
@@ -211,7 +222,14 @@ async def _replay(
                         queue = pending[p]
                         while queue:  # the decisions placed at the tail's start, before its leaves are noted
                             runtime.apply_decision(queue.popleft())
-                        early[p] += runtime.note_leaves(records[cut:])
+                        tail = records[cut:]
+                        early[p] += runtime.note_leaves(tail)
+                        if kept is not None and p not in full:
+                            if len(tail) <= room:
+                                kept.setdefault(p, []).extend(tail)
+                                room -= len(tail)
+                            else:
+                                full.add(p)  # a contiguous prefix only: the loop fetches the rest
                     tails[p] = max(tails[p], records[-1].offset + 1)
                 freezer.maybe()
             # A decision placed after the high watermark we saw cannot exist unless events arrived since: read on
