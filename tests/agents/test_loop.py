@@ -82,14 +82,8 @@ class OneTick(WorkerLoop):
 async def run_loop(
     script: list[tuple[float, list[Record]]], ticks: int = 1
 ) -> tuple[OneTick, RecordingProducer, ScriptedConsumer]:
-    settings = Settings(app_id="loop", tick_interval_s=0.5)
-    sink = TopicSink(settings)
-    runtime = WorkerRuntime(settings, sink, ManualClock())
-    loop = OneTick(runtime, sink, "127.0.0.1:9")
-    runtime.claimed[TP.partition] = 0  # as if adopted: the loop guards offsets of the partitions it owns
-    runtime.guarded, loop.rebalancing = True, False
+    loop, runtime = owning_loop()
     loop.ticks_wanted = ticks
-    loop.tick_starts = []
     consumer, producer = ScriptedConsumer(script), RecordingProducer()
     loop._consumer, loop._producer = consumer, producer  # type: ignore[assignment]
     loop.monotonic = consumer.clock
@@ -147,13 +141,19 @@ class FetchingConsumer(ScriptedConsumer):
         return out
 
 
-async def test_before_a_tick_the_loop_takes_what_was_fetched_but_does_not_chase_the_fetcher() -> None:
+def owning_loop() -> tuple[OneTick, WorkerRuntime]:
+    """A loop that owns partition 0 (as if adopted) and stops after one tick."""
     settings = Settings(app_id="loop", tick_interval_s=0.5)
     sink = TopicSink(settings)
     runtime = WorkerRuntime(settings, sink, ManualClock())
     loop = OneTick(runtime, sink, "127.0.0.1:9")
     runtime.claimed[TP.partition], runtime.guarded, loop.rebalancing = 0, True, False
     loop.tick_starts = []
+    return loop, runtime
+
+
+async def test_before_a_tick_the_loop_takes_what_was_fetched_but_does_not_chase_the_fetcher() -> None:
+    loop, runtime = owning_loop()
     # a..d arrive as the tick falls due; the leave of "a" is buffered by then; e and f arrive from the fetch that
     # handing out the leave started: after the tick was due, so they wait for the next one
     consumer = FetchingConsumer([Join(u, "s", 1.0) for u in "abcd"], [Leave("a", "s", 2.0)], [Join("e", "s", 1.0),
@@ -203,12 +203,7 @@ async def test_outputs_leave_after_the_tick_and_ticks_do_not_run_back_to_back() 
 
 
 async def test_nothing_is_applied_or_ticked_while_a_revoke_waits_for_the_state() -> None:
-    settings = Settings(app_id="loop", tick_interval_s=0.5)
-    sink = TopicSink(settings)
-    runtime = WorkerRuntime(settings, sink, ManualClock())
-    loop = OneTick(runtime, sink, "127.0.0.1:9")
-    runtime.claimed[TP.partition], runtime.guarded, loop.rebalancing = 0, True, False
-    loop.tick_starts = []
+    loop, runtime = owning_loop()
 
     class RevokedWhileFetching(ScriptedConsumer):
         """The group starts a rebalance while the loop waits for the answer that makes a tick due."""

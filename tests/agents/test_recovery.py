@@ -304,25 +304,38 @@ def tail_traffic(live: WorkerRuntime, clock: ManualClock, log: Log) -> list[Msg]
     return log.messages[start:]
 
 
-def test_a_tail_noted_and_applied_in_parts_ends_as_its_full_replay() -> None:
+def live_with_tail() -> tuple[ManualClock, WorkerRuntime, RecordingSink, Log, list[Msg], list[MatchDecision]]:
+    """A live worker's traffic with ticks, then a tail of events after its last decision."""
     clock = ManualClock()
     live, sink = live_runtime(clock)
     log = Log(clock)
     traffic(live, sink, clock, log)
     tail = tail_traffic(live, clock, log)
-    decided = deque(sorted(sink.decisions, key=lambda d: d.events_offset or 0))
+    return clock, live, sink, log, tail, sorted(sink.decisions, key=lambda d: d.events_offset or 0)
+
+
+def recovered_to_tail(clock: ManualClock, log: Log, tail: list[Msg], decided: list[MatchDecision]) -> tuple[
+    WorkerRuntime, RecordingSink, int
+]:  # fmt: skip
+    """A runtime recovered as ``agents.recovery`` does: replayed up to the tail, the tail's leaves noted."""
+    caught, out = live_runtime(clock)
+    caught.replaying = True
+    replay_records(caught, log.messages[: tail[0].offset], deque(decided))
+    caught.replaying = False
+    early = caught.note_leaves(tail)
+    caught.catch_up_to(0, tail[-1].offset + 1)
+    return caught, out, early
+
+
+def test_a_tail_noted_and_applied_in_parts_ends_as_its_full_replay() -> None:
+    clock, live, sink, log, tail, decided = live_with_tail()
 
     whole, _ = live_runtime(ManualClock(clock()))
     whole.replaying = True
     replay_records(whole, log.messages, deque(decided))
     whole.replaying = False
 
-    caught, _ = live_runtime(ManualClock(clock()))
-    caught.replaying = True
-    replay_records(caught, log.messages[: tail[0].offset], deque(decided))
-    caught.replaying = False
-    early = caught.note_leaves(tail)
-    caught.catch_up_to(0, tail[-1].offset + 1)
+    caught, _, early = recovered_to_tail(ManualClock(clock()), log, tail, decided)
     assert early == 2  # the two waiting users whose leave is in the tail (one of them comes back after it)
     for i in range(0, len(tail), 4):
         assert caught.catch_up  # until the last record is applied
@@ -336,22 +349,12 @@ def test_a_tail_noted_and_applied_in_parts_ends_as_its_full_replay() -> None:
 
 
 def test_ticks_during_a_tail_match_no_one_who_leaves_in_it_and_hold_label_deadlines() -> None:
-    clock = ManualClock()
-    live, sink = live_runtime(clock)
-    log = Log(clock)
-    traffic(live, sink, clock, log)
-    tail = tail_traffic(live, clock, log)
-    decided = deque(sorted(sink.decisions, key=lambda d: d.events_offset or 0))
+    clock, _, _, log, tail, decided = live_with_tail()
     leaving = {m.user_id for m in (decode_event(t.value) for t in tail) if isinstance(m, Leave)} - {"n3"}
     restart = ManualClock(clock.advance(SETTINGS.censor_after_s + 5))  # every open match is past its deadline
 
-    caught, out = live_runtime(restart)
-    caught.replaying = True
-    replay_records(caught, log.messages[: tail[0].offset], deque(decided))
-    caught.replaying = False
+    caught, out, _ = recovered_to_tail(restart, log, tail, decided)
     replayed = len(out.labels)  # labels of chat-ends in the replay (none published in this test)
-    caught.note_leaves(tail)
-    caught.catch_up_to(0, tail[-1].offset + 1)
     caught.apply_batch(tail[:12])  # the new joins
     caught.tick()
     matched = {u for d in out.decisions for u in (d.user_a, d.user_b)}
