@@ -605,9 +605,10 @@ class _Fetched:
 
 
 class _Held:
-    """Records fetched and not applied yet, in fetch order. Records are added only when none are held, except for
-    the pull before a tick, so this holds at most one fetch of each partition beyond a batch. Whoever changes a
-    partition's position (revoke, recovery) drops its records here."""
+    """Records fetched and not applied yet, in fetch order (each partition's in offset order). Records are added
+    only when none are held, except for the pull before a tick and a recovery's tails, so this holds at most one
+    fetch of each partition beyond a batch, plus up to ``agents.recovery.KEEP_TAIL`` tail records after a recovery.
+    Whoever changes a partition's position (revoke, recovery) drops its records here."""
 
     def __init__(self) -> None:
         self._parts: deque[_Fetched] = deque()

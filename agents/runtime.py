@@ -348,6 +348,7 @@ class WorkerRuntime:
             self.leaves_ahead.note((event.shard, event.user_id), msg.offset)
             pool = self.pools.get(event.shard)
             if pool is not None and pool.remove(event.user_id) is not None:
+                self.activity[event.shard].departures += 1  # counted now: applying the leave later finds no one
                 early += 1
         if early:
             self.count("leaves.early", early)
