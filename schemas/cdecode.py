@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from dataclasses import MISSING
 from typing import Annotated, Any, Literal, Union
 
 import msgspec
@@ -55,8 +56,8 @@ def _struct(cls: type[Record]) -> type[msgspec.Struct] | None:
     fields: list[tuple[str, Any] | tuple[str, Any, Any]] = [("v", version)]
     for spec in cls.FIELDS:
         kind = _type_of(spec)
-        if kind is None:
-            return None
+        if kind is None or (not spec.required and cls.__dataclass_fields__[spec.name].default is MISSING):
+            return None  # not expressible, or a default made by a factory: left to the Python path
         fields.append((spec.name, kind) if spec.required else (spec.name, kind | None, None))
     fields.sort(key=lambda f: len(f) == 3)  # required first, as a struct wants them
     return msgspec.defstruct(f"Wire{cls.__name__}", fields, tag_field="type", tag=cls.TYPE, forbid_unknown_fields=True)
@@ -103,6 +104,6 @@ class EventDecoder:
     def decode(self, data: bytes) -> Record | None:
         try:
             wire = self._decoder.decode(data)
-        except (msgspec.ValidationError, msgspec.DecodeError):
+        except Exception:  # invalid, or anything msgspec cannot decide: the Python path answers with its reason
             return None
         return self._makers[type(wire)](wire)
