@@ -257,12 +257,7 @@ class WorkerRuntime:
         now = self.clock()
         catching_up = self.catch_up
         for msg in messages:
-            # Replay, and a recovered partition's tail (:meth:`catch_up_to`), take each record's time from its Kafka
-            # timestamp: join times and chat-end deadlines come out as the live worker had them (within its fetch
-            # delay), not as of the recovery.
-            at = now
-            if self.replaying or (catching_up and msg.offset < catching_up.get(msg.partition, -1)):
-                at = msg.timestamp / 1000.0
+            at = self._received_at(msg, now)
             try:
                 event, unknown = self._checked(msg, at)
             except DecodeError as exc:
@@ -306,6 +301,14 @@ class WorkerRuntime:
             self._end_catch_up()
         return applied
 
+    def _received_at(self, msg: Message, now: float) -> float:
+        """The time a message counts as received: ``now``, except in a replay and in a recovered partition's tail
+        (:meth:`catch_up_to`), where its Kafka timestamp is (join times and chat-end deadlines come out as the live
+        worker had them, within its fetch delay, not as of the recovery)."""
+        if self.replaying or (self.catch_up and msg.offset < self.catch_up.get(msg.partition, -1)):
+            return msg.timestamp / 1000.0
+        return now
+
     def _checked(self, msg: Message, at: float) -> tuple[InputEvent, list[str]]:
         """Decode and validate one message received at ``at``; raises :class:`DecodeError` with the reason."""
         event, unknown = decode_event_fields(msg.value)
@@ -334,11 +337,8 @@ class WorkerRuntime:
                 continue  # not a leave: not decoded
             if self.guarded and msg.offset < self.claimed.get(msg.partition, msg.offset + 1):
                 continue  # applied already, or not a partition of ours
-            at = now  # the time apply_batch will check it against (within the seconds until it applies it)
-            if self.replaying or msg.offset < self.catch_up.get(msg.partition, -1):
-                at = msg.timestamp / 1000.0
-            try:
-                event, _ = self._checked(msg, at)
+            try:  # against the time apply_batch will check it against (within the seconds until it applies it)
+                event, _ = self._checked(msg, self._received_at(msg, now))
             except DecodeError:
                 continue  # the loop dead-letters it when it applies it
             if type(event) is not Leave:
