@@ -249,7 +249,16 @@ class WorkerRuntime:
 
         The batch's joins are featurized first and embedded with one matrix product (a join's features do not
         depend on the pool), then every event is applied in its offset order, so a join and a leave of the
-        same user in one batch end as they would one by one."""
+        same user in one batch end as they would one by one.
+
+        The cyclic garbage collector is paused for the batch: it allocates ~10 tracked objects an event (records,
+        tuples, dicts), so with the default threshold (700) a young collection ran every ~70 events and full ones
+        walked the whole unfrozen heap: 19-24 us an event with it, 13-15 us paused (200,000 backlog events
+        in-process, measured). The batch makes no reference cycles; the collector runs again right after it."""
+        with gc_paused():
+            return self._apply_batch(messages)
+
+    def _apply_batch(self, messages: Sequence[Message]) -> int:
         if self.guarded:
             messages = self._unseen(messages)
         self.events += len(messages)
