@@ -42,6 +42,7 @@ from mode.utils.types.trees import NodeT
 
 from tickmatch.agents import snapshot as snapshots
 from tickmatch.agents.experiment_file import ExperimentFile
+from tickmatch.agents.cadence import next_due
 from tickmatch.agents.heap import Freezer
 from tickmatch.agents.metrics import TICK_BUCKETS_S
 from tickmatch.agents.recovery import Positions, Recovered, recover
@@ -70,7 +71,7 @@ class LoopStats:
     events: int = 0
     batches: int = 0
     ticks: int = 0
-    overruns: int = 0  # ticks that started more than one interval late (the previous work took too long)
+    overruns: int = 0  # ticks after which the next could not be due one interval later (late or long: cadence)
     max_lateness_s: float = 0.0
     sent: int = 0
     send_errors: int = 0
@@ -386,8 +387,8 @@ class WorkerLoop(mode.Service):
                     self._held.add(await consumer.getmany(timeout_ms=0))
                     self._apply(self._held.take(MAX_BATCH))
                     self._held.note_leaves(self.runtime)
-                    late = clock() - next_tick
-                    self.stats.max_lateness_s = max(self.stats.max_lateness_s, late)
+                    started = clock()
+                    self.stats.max_lateness_s = max(self.stats.max_lateness_s, started - next_tick)
                     self.runtime.swap_pending_model()
                     if self.experiments.poll():
                         self.runtime.experiment = self.experiments.current
@@ -396,10 +397,10 @@ class WorkerLoop(mode.Service):
                     # embed) was tried and measured worse: it competes with the tick's Python parts for the GIL.
                     stats = await asyncio.get_running_loop().run_in_executor(self._executor, self._tick)
                     self._ticked(stats.elapsed_ms)
-                    next_tick += interval
-                    if next_tick <= clock():  # the work took longer than a tick: skip, never run back to back
+                    due = next_due(next_tick, started, clock(), interval)  # agents.cadence
+                    if due > next_tick + interval:  # late or long: the grid moved
                         self.stats.overruns += 1
-                        next_tick = clock() + interval
+                    next_tick = due
                 await self._flush()
                 self.freezer.maybe()
                 if clock() >= next_snapshot and (self._snapshot_task is None or self._snapshot_task.done()):
