@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tickmatch.learning.features import RAW_DIM, featurize, featurize_many
+from tickmatch.learning.features import RAW_DIM, featurize, featurize_many, update_raw
 from tickmatch.learning.scorer import heuristic_scorer, scorer_from_raw_weights
 from tickmatch.matching.bilinear import ModelError
 
@@ -56,3 +56,21 @@ def test_featurize_many_equals_featurize_row_by_row() -> None:
     for i, (attrs, values) in enumerate(zip(profiles, signals, strict=True)):
         np.testing.assert_array_equal(many[i], featurize(attrs, values))
     assert featurize_many([], []).shape == (0, RAW_DIM)
+
+
+@pytest.mark.parametrize("seed", range(20))
+def test_update_raw_equals_featurizing_the_merged_profile(seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    values = {"language": ["en", "ko", "pt"], "country": ["US", "KR"], "gender": ["f", "m"], "age_band": ["18-24"]}
+
+    def profile() -> dict[str, str | None]:
+        return {a: str(rng.choice(v)) if rng.random() < 0.6 else None for a, v in values.items()}
+
+    def signals() -> tuple[float, ...]:
+        return tuple(float(x) for x in rng.normal(0.0, 8.0, int(rng.integers(0, 20))))  # some clipped, some cut
+
+    before, update = profile(), profile()
+    old, new = signals(), (signals() if rng.random() < 0.5 else None)
+    merged = {a: update[a] if update[a] is not None else before[a] for a in values}
+    raw = update_raw(featurize(before, old), update, new)
+    np.testing.assert_array_equal(raw, featurize(merged, old if new is None else new))

@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from tickmatch.matching.filters import MAX_VALUES
+from tickmatch.matching import pool as pool_module
+from tickmatch.matching.filters import FILTER_ATTRS, MAX_VALUES
 from tickmatch.matching.pool import Pool, PoolError
 
 
@@ -53,6 +54,26 @@ def test_too_many_attribute_values_is_a_clear_error() -> None:
         pool.add(f"u{i}", 0.0, vec(0), {"country": f"c{i}"}, {})
     with pytest.raises(PoolError, match="more than 64 distinct values of country"):
         pool.add("x", 0.0, vec(0), {"country": "one-too-many"}, {})
+
+
+@pytest.mark.parametrize("cached", [4096, 3])
+def test_filter_rows_are_each_users_own_however_many_profiles_are_cached(
+    cached: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(pool_module, "MAX_CACHED_ROWS", cached)  # 3: the row cache starts over again and again
+    rng = np.random.default_rng(1)
+    pool, users = Pool(4), {}
+    for i in range(300):
+        attrs = {name: (str(rng.choice(["a", "b", "c"])) if rng.random() < 0.7 else None) for name in FILTER_ATTRS}
+        wants = {name: tuple(rng.choice(["a", "b", "c", "d"], int(rng.integers(0, 3)))) for name in FILTER_ATTRS}
+        users[f"u{i}"] = (attrs, wants)
+        pool.add(f"u{i}", 0.0, vec(0), attrs, wants)
+    for user, (attrs, wants) in users.items():
+        slot = pool.slot_of(user)
+        assert slot is not None
+        for a, name in enumerate(FILTER_ATTRS):
+            vocab = pool.vocab[name]
+            assert pool.attr[slot, a] == vocab.code(attrs[name]) and pool.want[slot, a] == vocab.mask(wants[name])
 
 
 def test_take_pair_removes_both_and_bans_the_pair_for_the_repeat_window() -> None:

