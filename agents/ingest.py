@@ -41,8 +41,8 @@ from aiokafka.errors import ConsumerStoppedError
 from mode.utils.types.trees import NodeT
 
 from tickmatch.agents import snapshot as snapshots
-from tickmatch.agents.experiment_file import ExperimentFile
 from tickmatch.agents.cadence import next_due
+from tickmatch.agents.experiment_file import ExperimentFile
 from tickmatch.agents.heap import Freezer
 from tickmatch.agents.metrics import TICK_BUCKETS_S
 from tickmatch.agents.recovery import Positions, Recovered, recover
