@@ -253,7 +253,7 @@ class WorkerRuntime:
 
         The cyclic garbage collector is paused for the batch: it allocates ~10 tracked objects an event (records,
         tuples, dicts), so with the default threshold (700) a young collection ran every ~70 events and full ones
-        walked the whole unfrozen heap: 19-24 us an event with it, 13-15 us paused (200,000 backlog events
+        walked the whole unfrozen heap: 17-24 us an event with it, 12-15 us paused (200,000 backlog events
         in-process, measured). The batch makes no reference cycles; the collector runs again right after it."""
         with gc_paused():
             return self._apply_batch(messages)

@@ -74,6 +74,8 @@ def test_filter_rows_are_each_users_own_however_many_profiles_are_cached(
         for a, name in enumerate(FILTER_ATTRS):
             vocab = pool.vocab[name]
             assert pool.attr[slot, a] == vocab.code(attrs[name]) and pool.want[slot, a] == vocab.mask(wants[name])
+    listed = pool.add("listed", 0.0, vec(0), {"country": "a"}, {"gender": ["b"]})  # type: ignore[dict-item]
+    assert pool.want[listed, FILTER_ATTRS.index("gender")] == pool.vocab["gender"].mask(("b",))
 
 
 def test_take_pair_removes_both_and_bans_the_pair_for_the_repeat_window() -> None:

@@ -161,7 +161,10 @@ class Pool:
 
         ``blocked``: users this user must never be matched with (applied in both directions)."""
         key = (*map(attrs.get, FILTER_ATTRS), *map(wants.get, FILTER_ATTRS))
-        rows = self._rows.get(key)
+        try:
+            rows = self._rows.get(key)
+        except TypeError:  # unhashable values (a list of wanted values): computed, not cached
+            rows = self._filter_rows(attrs, wants)
         if rows is None:
             rows = self._filter_rows(attrs, wants)
             if len(self._rows) >= MAX_CACHED_ROWS:
