@@ -10,7 +10,8 @@ Why one loop for ingest *and* ticks instead of a timer: ordering by construction
 synchronously (no await per event), and before a tick it takes everything the consumer has fetched, applies up to
 ``MAX_BATCH`` of it and notes the leaves in the rest (``agents.lookahead``), so no user whose leave was fetched
 before a tick is matched by it, and a backlog never holds a tick up for long; a tick never overlaps itself or a
-batch, and a model swap lands between ticks. The tick's matching runs in a thread (the engine releases the GIL
+batch, and a model swap lands between ticks; when the next one is due (the grid, or later after a long or late
+tick) is ``agents.cadence``'s rule. The tick's matching runs in a thread (the engine releases the GIL
 in BLAS and its numba kernels), so the event loop keeps fetching, heartbeating and sending meanwhile.
 
 The loop also owns the crash consistency of its partitions (README, Reliability): a snapshot of each one every
